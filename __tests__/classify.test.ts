@@ -1,0 +1,38 @@
+import { classifyUpstreamError, InternalProxyError, RateLimitedError, UpstreamTimeoutError, UpstreamUnreachableError } from '../src/index.ts';
+
+// Errors shaped as Node raises them (code on an Error). The integration suite
+// produces the common ones for real; these cover codes a loopback test cannot.
+function nodeError(code: string): Error {
+  return Object.assign(new Error(`${code} something`), { code });
+}
+
+describe('classifyUpstreamError', () => {
+  it.each([
+    ['ECONNREFUSED', UpstreamUnreachableError, 'connection_refused'],
+    ['ENOTFOUND', UpstreamUnreachableError, 'dns_error'],
+    ['EAI_AGAIN', UpstreamUnreachableError, 'dns_error'],
+    ['EHOSTUNREACH', UpstreamUnreachableError, 'destination_unavailable'],
+    ['ECONNRESET', UpstreamUnreachableError, 'connection_terminated'],
+    ['EPIPE', UpstreamUnreachableError, 'connection_terminated'],
+    ['HPE_INVALID_CONSTANT', UpstreamUnreachableError, 'http_protocol_error'],
+    ['DEPTH_ZERO_SELF_SIGNED_CERT', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['ERR_SSL_WRONG_VERSION_NUMBER', UpstreamUnreachableError, 'tls_protocol_error'],
+    ['ETIMEDOUT', UpstreamTimeoutError, 'connection_timeout'],
+    ['ERR_INVALID_CHAR', InternalProxyError, 'proxy_internal_error'],
+  ] as const)('%s -> %p %s', (code, type, proxyStatus) => {
+    const cause = nodeError(code);
+    const error = classifyUpstreamError(cause);
+    expect(error).toBeInstanceOf(type);
+    expect(error.proxyStatus).toBe(proxyStatus);
+    expect(error.cause).toBe(cause);
+  });
+
+  it('returns a ProxyError unchanged', () => {
+    const limited = new RateLimitedError();
+    expect(classifyUpstreamError(limited)).toBe(limited);
+  });
+
+  it('treats a non-error value as internal', () => {
+    expect(classifyUpstreamError('weird')).toBeInstanceOf(InternalProxyError);
+  });
+});

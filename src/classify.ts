@@ -1,0 +1,62 @@
+import { types } from 'node:util';
+import {
+  InternalProxyError,
+  ProxyError,
+  UpstreamTimeoutError,
+  UpstreamUnreachableError,
+  type ProxyStatusErrorType,
+} from './errors.ts';
+
+type Classification = { kind: 'unreachable' | 'timeout'; proxyStatus: ProxyStatusErrorType };
+
+const BY_CODE: Record<string, Classification> = {
+  ECONNREFUSED: { kind: 'unreachable', proxyStatus: 'connection_refused' },
+  ENOTFOUND: { kind: 'unreachable', proxyStatus: 'dns_error' },
+  EAI_AGAIN: { kind: 'unreachable', proxyStatus: 'dns_error' },
+  EAI_FAIL: { kind: 'unreachable', proxyStatus: 'dns_error' },
+  EAI_NONAME: { kind: 'unreachable', proxyStatus: 'dns_error' },
+  EHOSTUNREACH: { kind: 'unreachable', proxyStatus: 'destination_unavailable' },
+  ENETUNREACH: { kind: 'unreachable', proxyStatus: 'destination_unavailable' },
+  EHOSTDOWN: { kind: 'unreachable', proxyStatus: 'destination_unavailable' },
+  EADDRNOTAVAIL: { kind: 'unreachable', proxyStatus: 'destination_unavailable' },
+  ECONNRESET: { kind: 'unreachable', proxyStatus: 'connection_terminated' },
+  EPIPE: { kind: 'unreachable', proxyStatus: 'connection_terminated' },
+  ECONNABORTED: { kind: 'unreachable', proxyStatus: 'connection_terminated' },
+  ERR_STREAM_PREMATURE_CLOSE: { kind: 'unreachable', proxyStatus: 'connection_terminated' },
+  // The kernel's own connect timeout, which can fire before ours does.
+  ETIMEDOUT: { kind: 'timeout', proxyStatus: 'connection_timeout' },
+};
+
+function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * Maps a failure of the upstream exchange (a Node `net`/`http`/`tls` error, as
+ * httpxy reports it) to the ProxyError a client should see.
+ *
+ * Anything already a ProxyError is returned as is. Transport failures are 502
+ * (Go's ReverseProxy rule), timeouts 504. A code we do not know is most likely
+ * a fault on our side (an invalid header value, say), so it is a 500 rather than
+ * a guess that blames the upstream.
+ */
+export function classifyUpstreamError(err: unknown): ProxyError {
+  if (err instanceof ProxyError) return err;
+  const code = errorCode(err);
+  const message = `upstream request failed: ${code ?? (types.isNativeError(err) || err instanceof Error ? err.message : String(err))}`;
+
+  const known = code === undefined ? undefined : BY_CODE[code];
+  if (known?.kind === 'timeout') return new UpstreamTimeoutError(message, { proxyStatus: known.proxyStatus, cause: err });
+  if (known) return new UpstreamUnreachableError(message, { proxyStatus: known.proxyStatus, cause: err });
+
+  // llhttp parse failures: the upstream spoke something that is not HTTP/1.1.
+  if (code?.startsWith('HPE_')) return new UpstreamUnreachableError(message, { proxyStatus: 'http_protocol_error', cause: err });
+  if (code?.startsWith('ERR_TLS_CERT') || code?.includes('CERT_') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT') {
+    return new UpstreamUnreachableError(message, { proxyStatus: 'tls_certificate_error', cause: err });
+  }
+  if (code?.startsWith('ERR_SSL') || code?.startsWith('ERR_TLS')) {
+    return new UpstreamUnreachableError(message, { proxyStatus: 'tls_protocol_error', cause: err });
+  }
+  return new InternalProxyError(message, { cause: err });
+}

@@ -1,0 +1,157 @@
+import { STATUS_CODES } from 'node:http';
+
+/**
+ * RFC 9209 `Proxy-Status` error types this proxy emits. A client (or an SDK)
+ * reads them to tell a failure of the proxy from a response of the app.
+ */
+export type ProxyStatusErrorType =
+  | 'http_request_error'
+  | 'destination_not_found'
+  | 'destination_unavailable'
+  | 'http_request_denied'
+  | 'connection_refused'
+  | 'connection_terminated'
+  | 'connection_timeout'
+  | 'dns_error'
+  | 'http_protocol_error'
+  | 'http_response_timeout'
+  | 'tls_protocol_error'
+  | 'tls_certificate_error'
+  | 'proxy_internal_error';
+
+export type ProxyErrorCode =
+  | 'MISSING_HOST'
+  | 'ROUTE_NOT_FOUND'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'RATE_LIMITED'
+  | 'UPSTREAM_UNREACHABLE'
+  | 'UPSTREAM_TIMEOUT'
+  | 'UPSTREAM_UNAVAILABLE'
+  | 'UPSTREAM_GONE'
+  | 'INTERNAL_PROXY_ERROR';
+
+export interface ProxyErrorInit {
+  /** Overrides the class's default RFC 9209 error type (e.g. `dns_error` for a 502). */
+  proxyStatus?: ProxyStatusErrorType;
+  /** Extra response headers such as `Retry-After`. Never put upstream detail here. */
+  headers?: Record<string, string>;
+  /** What actually went wrong. Logged, never sent to the client. */
+  cause?: unknown;
+}
+
+/**
+ * A failure of the proxy itself, as opposed to a response of the upstream app.
+ *
+ * `message` is internal (it goes to logs). What the client sees is derived from
+ * `statusCode` alone, plus the fixed `description`, so no detail can leak.
+ */
+export abstract class ProxyError extends Error {
+  abstract readonly statusCode: number;
+  abstract readonly code: ProxyErrorCode;
+  /** A fixed, safe sentence for JSON error bodies. */
+  abstract readonly description: string;
+  readonly proxyStatus: ProxyStatusErrorType;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(message: string, defaultProxyStatus: ProxyStatusErrorType, init: ProxyErrorInit = {}) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = new.target.name;
+    this.proxyStatus = init.proxyStatus ?? defaultProxyStatus;
+    this.headers = Object.freeze({ ...init.headers });
+  }
+
+  /** The standard reason phrase, which is also the whole text body. */
+  get statusText(): string {
+    return STATUS_CODES[this.statusCode] ?? 'Error';
+  }
+}
+
+export class MissingHostError extends ProxyError {
+  readonly statusCode = 400;
+  readonly code = 'MISSING_HOST';
+  readonly description = 'The request has no Host header.';
+  constructor(init?: ProxyErrorInit) {
+    super('request has no Host header', 'http_request_error', init);
+  }
+}
+
+export class RouteNotFoundError extends ProxyError {
+  readonly statusCode = 404;
+  readonly code = 'ROUTE_NOT_FOUND';
+  readonly description = 'No upstream is configured for this host.';
+  constructor(message = 'no route for host', init?: ProxyErrorInit) {
+    super(message, 'destination_not_found', init);
+  }
+}
+
+export class PayloadTooLargeError extends ProxyError {
+  readonly statusCode = 413;
+  readonly code = 'PAYLOAD_TOO_LARGE';
+  readonly description = 'The request body is larger than this proxy accepts.';
+  constructor(message = 'request body over the limit', init?: ProxyErrorInit) {
+    super(message, 'http_request_error', init);
+  }
+}
+
+export class RateLimitedError extends ProxyError {
+  readonly statusCode = 429;
+  readonly code = 'RATE_LIMITED';
+  readonly description = 'Too many requests; retry after the time in Retry-After.';
+  constructor(message = 'rate limit exceeded', init?: ProxyErrorInit) {
+    super(message, 'http_request_denied', init);
+  }
+}
+
+export class UpstreamUnreachableError extends ProxyError {
+  readonly statusCode = 502;
+  readonly code = 'UPSTREAM_UNREACHABLE';
+  readonly description = 'The upstream server could not be reached or sent an invalid response.';
+  constructor(message = 'upstream unreachable', init?: ProxyErrorInit) {
+    super(message, 'connection_refused', init);
+  }
+}
+
+export class UpstreamTimeoutError extends ProxyError {
+  readonly statusCode = 504;
+  readonly code = 'UPSTREAM_TIMEOUT';
+  readonly description = 'The upstream server did not answer in time.';
+  constructor(message = 'upstream timed out', init?: ProxyErrorInit) {
+    super(message, 'connection_timeout', init);
+  }
+}
+
+/** For a resolver: the upstream exists but cannot serve now (e.g. a stopped sandbox). */
+export class UpstreamUnavailableError extends ProxyError {
+  readonly statusCode = 503;
+  readonly code = 'UPSTREAM_UNAVAILABLE';
+  readonly description = 'The upstream is temporarily unavailable.';
+  constructor(message = 'upstream unavailable', init: ProxyErrorInit & { retryAfterSeconds?: number } = {}) {
+    const { retryAfterSeconds, ...rest } = init;
+    const headers =
+      retryAfterSeconds === undefined ? rest.headers : { ...rest.headers, 'retry-after': String(Math.ceil(retryAfterSeconds)) };
+    super(message, 'destination_unavailable', { ...rest, ...(headers && { headers }) });
+  }
+}
+
+/** For a resolver: the upstream existed and is gone for good (e.g. a deleted sandbox). */
+export class UpstreamGoneError extends ProxyError {
+  readonly statusCode = 410;
+  readonly code = 'UPSTREAM_GONE';
+  readonly description = 'The upstream for this host no longer exists.';
+  constructor(message = 'upstream gone', init?: ProxyErrorInit) {
+    super(message, 'destination_not_found', init);
+  }
+}
+
+export class InternalProxyError extends ProxyError {
+  readonly statusCode = 500;
+  readonly code = 'INTERNAL_PROXY_ERROR';
+  readonly description = 'The proxy failed unexpectedly.';
+  constructor(message = 'internal proxy error', init?: ProxyErrorInit) {
+    super(message, 'proxy_internal_error', init);
+  }
+}
+
+export function isProxyError(value: unknown): value is ProxyError {
+  return value instanceof ProxyError;
+}

@@ -1,0 +1,37 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ResolvedRoute } from './routes/target.ts';
+
+export type NextFunction = (err?: unknown) => void;
+
+/** What the proxy knows about one request while it is in flight. */
+export interface Exchange {
+  requestId: string | undefined;
+  /** The routing key from the Host header, once it is known to be valid. */
+  host: string | undefined;
+  route: ResolvedRoute | undefined;
+  /** Origin of the upstream, for logs; never shown to clients. */
+  upstream: string | undefined;
+  next: NextFunction | undefined;
+  /** Set when upstream response headers arrived: from then on a failure can only abort. */
+  responseStarted: boolean;
+  /** Set when a failure was handled, so a second error event cannot answer twice. */
+  failed: boolean;
+}
+
+const EXCHANGE = Symbol('honest-proxy.exchange');
+type WithExchange = IncomingMessage & { [EXCHANGE]?: Exchange };
+
+export function beginExchange(req: IncomingMessage, next: NextFunction | undefined, requestId: string | undefined): Exchange {
+  const exchange: Exchange = { requestId, host: undefined, route: undefined, upstream: undefined, next, responseStarted: false, failed: false };
+  (req as WithExchange)[EXCHANGE] = exchange;
+  return exchange;
+}
+
+export function exchangeOf(req: IncomingMessage): Exchange | undefined {
+  return (req as WithExchange)[EXCHANGE];
+}
+
+/** True when nobody is left to read a response: the client hung up. */
+export function clientIsGone(res: ServerResponse | undefined): boolean {
+  return !res || res.destroyed || !res.socket || res.socket.destroyed;
+}

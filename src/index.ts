@@ -1,0 +1,23 @@
+export { createProxy, type HonestProxy } from './create-proxy.ts';
+export { portHostRoutes, type PortHostRoutesOptions } from './routes/port-host.ts';
+export type { Routes, RouteFunction } from './routes/table.ts';
+export type { Target, TargetUrl, RouteTarget } from './routes/target.ts';
+export { ProxyOptionsError, DEFAULT_TIMEOUTS, type ProxyOptions, type TimeoutOptions } from './options.ts';
+export type { ErrorFormat, ErrorRenderer } from './respond.ts';
+export { classifyUpstreamError } from './classify.ts';
+export {
+  ProxyError,
+  MissingHostError,
+  RouteNotFoundError,
+  PayloadTooLargeError,
+  RateLimitedError,
+  UpstreamUnreachableError,
+  UpstreamTimeoutError,
+  UpstreamUnavailableError,
+  UpstreamGoneError,
+  InternalProxyError,
+  isProxyError,
+  type ProxyErrorCode,
+  type ProxyErrorInit,
+  type ProxyStatusErrorType,
+} from './errors.ts';

@@ -1,0 +1,71 @@
+import type { IncomingMessage } from 'node:http';
+import { types } from 'node:util';
+import winston from 'winston';
+import type { ProxyError, ProxyErrorCode } from './errors.ts';
+
+export type Logger = winston.Logger;
+
+/** JSON lines to stderr at `info`, so a proxy's stdout stays the app's. */
+export function createDefaultLogger(): Logger {
+  return winston.createLogger({
+    level: 'info',
+    format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
+    transports: [new winston.transports.Console({ stderrLevels: Object.keys(winston.config.npm.levels) })],
+  });
+}
+
+// 400/404/410 are routing outcomes, not incidents: debug only. Upstream
+// trouble is a warning; only our own bugs are errors.
+const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'> = {
+  MISSING_HOST: 'debug',
+  ROUTE_NOT_FOUND: 'debug',
+  UPSTREAM_GONE: 'debug',
+  PAYLOAD_TOO_LARGE: 'info',
+  RATE_LIMITED: 'info',
+  UPSTREAM_UNAVAILABLE: 'info',
+  UPSTREAM_UNREACHABLE: 'warn',
+  UPSTREAM_TIMEOUT: 'warn',
+  INTERNAL_PROXY_ERROR: 'error',
+};
+
+export interface ExchangeFields {
+  requestId: string | undefined;
+  host: string | undefined;
+  upstream: string | undefined;
+}
+
+/** The fields every record about one request carries. The query string is left out: it may hold tokens. */
+export function requestFields(req: IncomingMessage, exchange: ExchangeFields): Record<string, unknown> {
+  const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '';
+  const queryStart = url.indexOf('?');
+  return {
+    method: req.method,
+    host: exchange.host ?? req.headers.host,
+    path: queryStart === -1 ? url : url.slice(0, queryStart),
+    requestId: exchange.requestId,
+    ...(exchange.upstream !== undefined && { upstream: exchange.upstream }),
+  };
+}
+
+function describeCause(cause: unknown, withStack: boolean): Record<string, unknown> | undefined {
+  if (cause === undefined) return undefined;
+  // isNativeError, not instanceof: Node's own errors may come from another realm (vm, jest).
+  if (!(cause instanceof Error) && !types.isNativeError(cause)) return { message: String(cause) };
+  const code = (cause as { code?: unknown }).code;
+  return { name: cause.name, message: cause.message, ...(typeof code === 'string' && { code }), ...(withStack && { stack: cause.stack }) };
+}
+
+export function logProxyError(logger: Logger, error: ProxyError, req: IncomingMessage, exchange: ExchangeFields, extra?: Record<string, unknown>): void {
+  const level = LEVEL_BY_CODE[error.code];
+  if (!logger.isLevelEnabled(level)) return;
+  const message = error.code === 'RATE_LIMITED' ? `RATE_LIMIT ${error.message}` : error.message;
+  logger.log(level, message, {
+    ...requestFields(req, exchange),
+    status: error.statusCode,
+    code: error.code,
+    proxyStatus: error.proxyStatus,
+    ...extra,
+    // A refused connection needs its code, not a stack; a bug of ours needs the stack.
+    ...((level === 'warn' || level === 'error') && { cause: describeCause(error.cause, level === 'error') }),
+  });
+}

@@ -1,0 +1,122 @@
+import type { Logger } from './logging.ts';
+import type { ErrorFormat } from './respond.ts';
+import type { Routes } from './routes/table.ts';
+
+export interface TimeoutOptions {
+  /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
+  connect?: number;
+  /** No response headers within this many ms after the request was sent: 504 `http_response_timeout`. */
+  response?: number;
+}
+
+export interface ProxyOptions {
+  /** Host -> target record, a function of the request, or `portHostRoutes(...)`. Required. */
+  routes: Routes;
+  /** A winston logger. Default: JSON lines to stderr at `info`. */
+  logger?: Logger;
+  /** Body of proxy error responses: `'text'` (default), `'json'`, or a renderer function. */
+  errorFormat?: ErrorFormat;
+  /** Name in `Proxy-Status: <name>; error=<type>` on proxy errors, or `false` for no header. Default `'proxy'`. */
+  proxyStatus?: string | false;
+  /** `'respond'` (default) writes the error response; `'next'` passes the ProxyError to `next(err)`. */
+  onError?: 'respond' | 'next';
+  timeouts?: TimeoutOptions;
+  /** Header that carries the request id to the upstream and back on error responses, or false. Default `'x-request-id'`. */
+  requestIdHeader?: string | false;
+  /** Send the upstream's host in the Host header instead of the client's. Default false. */
+  changeOrigin?: boolean;
+}
+
+export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000 } as const;
+
+export interface ResolvedOptions {
+  routes: Routes;
+  logger: Logger | undefined;
+  errorFormat: ErrorFormat;
+  proxyStatusName: string | false;
+  onError: 'respond' | 'next';
+  timeouts: { connect: number; response: number };
+  requestIdHeader: string | false;
+  changeOrigin: boolean;
+}
+
+const KNOWN_OPTIONS = new Set(['routes', 'logger', 'errorFormat', 'proxyStatus', 'onError', 'timeouts', 'requestIdHeader', 'changeOrigin']);
+const MAX_TIMER_MS = 2_147_483_647;
+// RFC 8941 sf-token, the form a Proxy-Status member name takes unquoted.
+const SF_TOKEN = /^[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*$/;
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
+
+/** Raised for a bad option at construction; the message names the option and what it accepts. */
+export class ProxyOptionsError extends TypeError {
+  readonly code = 'ERR_HONEST_PROXY_OPTIONS';
+  constructor(message: string) {
+    super(`honest-proxy: ${message}`);
+    this.name = 'ProxyOptionsError';
+  }
+}
+
+function fail(message: string): never {
+  throw new ProxyOptionsError(message);
+}
+
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (value !== null && typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+function milliseconds(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > MAX_TIMER_MS) {
+    fail(`${name} must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}; got ${show(value)}`);
+  }
+  return value;
+}
+
+function isLogger(value: unknown): value is Logger {
+  const candidate = value as Partial<Logger> | null;
+  return typeof candidate?.log === 'function' && typeof candidate.isLevelEnabled === 'function';
+}
+
+/** Checks every option once, at construction, and fills in defaults. */
+export function resolveOptions(options: ProxyOptions): ResolvedOptions {
+  if (options === null || typeof options !== 'object') fail(`createProxy(options) needs an options object; got ${show(options)}`);
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(key)) fail(`unknown option ${JSON.stringify(key)}; known options are ${[...KNOWN_OPTIONS].join(', ')}`);
+  }
+  const { routes, logger, errorFormat = 'text', proxyStatus = 'proxy', onError = 'respond', timeouts = {}, requestIdHeader = 'x-request-id', changeOrigin = false } = options;
+
+  if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
+  if (logger !== undefined && !isLogger(logger)) fail(`logger must be a winston Logger; got ${show(logger)}`);
+  if (errorFormat !== 'text' && errorFormat !== 'json' && typeof errorFormat !== 'function') {
+    fail(`errorFormat must be 'text', 'json' or a function (error, req) => { contentType, body }; got ${show(errorFormat)}`);
+  }
+  if (proxyStatus !== false && (typeof proxyStatus !== 'string' || !SF_TOKEN.test(proxyStatus))) {
+    fail(`proxyStatus must be false or a name made of letters, digits and _-.:/ starting with a letter; got ${show(proxyStatus)}`);
+  }
+  if (onError !== 'respond' && onError !== 'next') fail(`onError must be 'respond' or 'next'; got ${show(onError)}`);
+  if (timeouts === null || typeof timeouts !== 'object') fail(`timeouts must be an object { connect, response }; got ${show(timeouts)}`);
+  for (const key of Object.keys(timeouts)) {
+    if (key !== 'connect' && key !== 'response') fail(`unknown option timeouts.${key}; known are timeouts.connect, timeouts.response`);
+  }
+  if (requestIdHeader !== false && (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader))) {
+    fail(`requestIdHeader must be false or a header name; got ${show(requestIdHeader)}`);
+  }
+  if (typeof changeOrigin !== 'boolean') fail(`changeOrigin must be true or false; got ${show(changeOrigin)}`);
+
+  return {
+    routes,
+    logger,
+    errorFormat,
+    proxyStatusName: proxyStatus,
+    onError,
+    timeouts: {
+      connect: milliseconds(timeouts.connect, 'timeouts.connect', DEFAULT_TIMEOUTS.connect),
+      response: milliseconds(timeouts.response, 'timeouts.response', DEFAULT_TIMEOUTS.response),
+    },
+    requestIdHeader: requestIdHeader === false ? false : requestIdHeader.toLowerCase(),
+    changeOrigin,
+  };
+}
