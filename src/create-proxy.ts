@@ -7,9 +7,10 @@ import { beginExchange, clientIsGone, exchangeOf, type Exchange, type NextFuncti
 import { createDefaultLogger, logProxyError, requestFields, type Logger } from './logging.ts';
 import { resolveOptions, type ProxyOptions } from './options.ts';
 import { assignRequestId } from './request-id.ts';
+import { checkDeclaredLength, createBodyCounter, hasUndeclaredBody } from './guards/body-limit.ts';
+import { createRateLimitGuard } from './guards/rate-limit.ts';
 import { buildErrorResponse, sendErrorResponse } from './respond.ts';
 import { normalizeHost } from './routes/host.ts';
-import { compileRoutes } from './routes/table.ts';
 import { stripHopByHopHeaders } from './upstream/hop-by-hop.ts';
 import { armTimeouts } from './upstream/timeouts.ts';
 
@@ -18,14 +19,10 @@ export interface HonestProxy {
   (req: IncomingMessage, res: ServerResponse, next?: NextFunction): void;
 }
 
-function noBodyLimits(value: unknown, where: string): never {
-  throw new TypeError(`${where} is not supported yet; got ${String(value)}`);
-}
-
 /**
  * Creates the proxy middleware.
  *
- * A request reads top to bottom: Host -> route -> forward. Whatever fails along
+ * A request reads top to bottom: Host -> rate limit -> route -> body limit -> forward. Whatever fails along
  * the way becomes a ProxyError with its own status; whatever the upstream
  * answers goes to the client untouched.
  *
@@ -37,19 +34,29 @@ function noBodyLimits(value: unknown, where: string): never {
 export function createProxy(options: ProxyOptions): HonestProxy {
   const config = resolveOptions(options);
   const logger: Logger = config.logger ?? createDefaultLogger();
-  const resolveRoute = compileRoutes(config.routes, noBodyLimits);
+  const rateLimitGuard = config.rateLimit === false ? undefined : createRateLimitGuard(config.rateLimit, logger);
 
   const engine = createProxyMiddleware<IncomingMessage, ServerResponse>({
     // Every default plugin goes: HPM's error page maps ECONNREFUSED to 504 and
     // echoes host and path, and its logger prints the upstream address.
     ejectPlugins: true,
-    router: (req) => exchangeOf(req)!.route!.target,
+    // Routing is decided before HPM runs; the router only hands over the result
+    // and, for a counted body, the stream httpxy must read instead of req.
+    router: (req, _res, perRequest) => {
+      const exchange = exchangeOf(req)!;
+      if (exchange.bodySource) perRequest.buffer = exchange.bodySource;
+      return exchange.route!.target;
+    },
     changeOrigin: config.changeOrigin,
     plugins: [wireEngineEvents],
   });
 
   function wireEngineEvents(...[server]: Parameters<Plugin<IncomingMessage, ServerResponse>>): void {
-    server.on('proxyReq', (proxyReq) => armTimeouts(proxyReq, config.timeouts));
+    server.on('proxyReq', (proxyReq, req) => {
+      const exchange = exchangeOf(req);
+      if (exchange) exchange.proxyReq = proxyReq;
+      armTimeouts(proxyReq, config.timeouts);
+    });
     server.on('proxyRes', (proxyRes, req) => {
       const exchange = exchangeOf(req);
       if (exchange) exchange.responseStarted = true;
@@ -96,12 +103,17 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     if (!host) throw new MissingHostError(req.headers.host ? { cause: 'invalid Host header' } : undefined);
     exchange.host = host;
 
+    if (rateLimitGuard) await rateLimitGuard(req, res);
+
     try {
-      exchange.route = await resolveRoute(req, host);
+      exchange.route = await config.resolveRoute(req, host);
     } catch (err) {
       throw err instanceof ProxyError ? err : new InternalProxyError('route resolver failed', { cause: err });
     }
     exchange.upstream = exchange.route.target.origin;
+
+    const bodyLimit = exchange.route.bodyLimit ?? config.bodyLimit;
+    if (bodyLimit !== false) limitBody(req, res, exchange, bodyLimit);
 
     // Node already answered `100 Continue` to the client; an upstream's interim
     // response would have nowhere to go (nginx drops Expect the same way).
@@ -110,6 +122,23 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     await engine(req, res, (err) => {
       if (err) handleFailure(err, req, res);
     });
+  }
+
+  /**
+   * A declared body over the limit is refused before anything is read; a
+   * chunked one is counted on its way, and crossing the limit aborts the
+   * upstream request so the upstream never takes a truncated body as whole.
+   */
+  function limitBody(req: IncomingMessage, res: ServerResponse, exchange: Exchange, limit: number): void {
+    checkDeclaredLength(req, limit);
+    if (!hasUndeclaredBody(req)) return;
+    const counter = createBodyCounter(limit);
+    counter.once('error', (err) => {
+      req.unpipe(counter);
+      exchange.proxyReq?.destroy(err);
+      handleFailure(err, req, res);
+    });
+    exchange.bodySource = req.pipe(counter);
   }
 
   return function honestProxy(req, res, next) {

@@ -28,6 +28,7 @@ export type ProxyErrorCode =
   | 'UPSTREAM_TIMEOUT'
   | 'UPSTREAM_UNAVAILABLE'
   | 'UPSTREAM_GONE'
+  | 'GUARD_UNAVAILABLE'
   | 'INTERNAL_PROXY_ERROR';
 
 export interface ProxyErrorInit {
@@ -37,6 +38,8 @@ export interface ProxyErrorInit {
   headers?: Record<string, string>;
   /** What actually went wrong. Logged, never sent to the client. */
   cause?: unknown;
+  /** Extra fields for the log record (a rate-limit key, a declared size). Never sent to the client. */
+  logFields?: Record<string, unknown>;
 }
 
 /**
@@ -52,12 +55,14 @@ export abstract class ProxyError extends Error {
   abstract readonly description: string;
   readonly proxyStatus: ProxyStatusErrorType;
   readonly headers: Readonly<Record<string, string>>;
+  readonly logFields: Readonly<Record<string, unknown>>;
 
   constructor(message: string, defaultProxyStatus: ProxyStatusErrorType, init: ProxyErrorInit = {}) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
     this.name = new.target.name;
     this.proxyStatus = init.proxyStatus ?? defaultProxyStatus;
     this.headers = Object.freeze({ ...init.headers });
+    this.logFields = Object.freeze({ ...init.logFields });
   }
 
   /** The standard reason phrase, which is also the whole text body. */
@@ -140,6 +145,19 @@ export class UpstreamGoneError extends ProxyError {
   readonly description = 'The upstream for this host no longer exists.';
   constructor(message = 'upstream gone', init?: ProxyErrorInit) {
     super(message, 'destination_not_found', init);
+  }
+}
+
+/**
+ * A guard could not decide (e.g. the rate-limit store is down and the limiter
+ * is set to fail closed). 503, because it is temporary and retrying is right.
+ */
+export class GuardUnavailableError extends ProxyError {
+  readonly statusCode = 503;
+  readonly code = 'GUARD_UNAVAILABLE';
+  readonly description = 'The proxy cannot admit requests right now; retry later.';
+  constructor(message = 'guard unavailable', init?: ProxyErrorInit) {
+    super(message, 'proxy_internal_error', init);
   }
 }
 

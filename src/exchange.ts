@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { ResolvedRoute } from './routes/target.ts';
 
 export type NextFunction = (err?: unknown) => void;
@@ -12,6 +13,10 @@ export interface Exchange {
   /** Origin of the upstream, for logs; never shown to clients. */
   upstream: string | undefined;
   next: NextFunction | undefined;
+  /** The request to the upstream, once httpxy has made it. */
+  proxyReq: ClientRequest | undefined;
+  /** What httpxy reads the body from when it must be counted on the way; else the request itself. */
+  bodySource: Readable | undefined;
   /** Set when upstream response headers arrived: from then on a failure can only abort. */
   responseStarted: boolean;
   /** Set when a failure was handled, so a second error event cannot answer twice. */
@@ -22,7 +27,17 @@ const EXCHANGE = Symbol('honest-proxy.exchange');
 type WithExchange = IncomingMessage & { [EXCHANGE]?: Exchange };
 
 export function beginExchange(req: IncomingMessage, next: NextFunction | undefined, requestId: string | undefined): Exchange {
-  const exchange: Exchange = { requestId, host: undefined, route: undefined, upstream: undefined, next, responseStarted: false, failed: false };
+  const exchange: Exchange = {
+    requestId,
+    host: undefined,
+    route: undefined,
+    upstream: undefined,
+    next,
+    proxyReq: undefined,
+    bodySource: undefined,
+    responseStarted: false,
+    failed: false,
+  };
   (req as WithExchange)[EXCHANGE] = exchange;
   return exchange;
 }

@@ -15,6 +15,7 @@ export {
   UpstreamTimeoutError,
   UpstreamUnavailableError,
   UpstreamGoneError,
+  GuardUnavailableError,
   InternalProxyError,
   isProxyError,
   type ProxyErrorCode,

@@ -25,6 +25,7 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   UPSTREAM_UNAVAILABLE: 'info',
   UPSTREAM_UNREACHABLE: 'warn',
   UPSTREAM_TIMEOUT: 'warn',
+  GUARD_UNAVAILABLE: 'error',
   INTERNAL_PROXY_ERROR: 'error',
 };
 
@@ -64,6 +65,7 @@ export function logProxyError(logger: Logger, error: ProxyError, req: IncomingMe
     status: error.statusCode,
     code: error.code,
     proxyStatus: error.proxyStatus,
+    ...error.logFields,
     ...extra,
     // A refused connection needs its code, not a stack; a bug of ours needs the stack.
     ...((level === 'warn' || level === 'error') && { cause: describeCause(error.cause, level === 'error') }),

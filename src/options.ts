@@ -1,6 +1,8 @@
+import { DEFAULT_BODY_LIMIT, parseBodyLimit } from './guards/body-limit.ts';
+import type { RateLimitOptions } from './guards/rate-limit.ts';
 import type { Logger } from './logging.ts';
 import type { ErrorFormat } from './respond.ts';
-import type { Routes } from './routes/table.ts';
+import { compileRoutes, type RouteResolver, type Routes } from './routes/table.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -25,12 +27,16 @@ export interface ProxyOptions {
   requestIdHeader?: string | false;
   /** Send the upstream's host in the Host header instead of the client's. Default false. */
   changeOrigin?: boolean;
+  /** express-rate-limit options, or `false` (default: limits depend on who the clients are). */
+  rateLimit?: RateLimitOptions | false;
+  /** Largest request body: bytes, a size such as '10mb', or `false`. Default 10 MiB. A route may override it. */
+  bodyLimit?: number | string | false;
 }
 
 export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000 } as const;
 
 export interface ResolvedOptions {
-  routes: Routes;
+  resolveRoute: RouteResolver;
   logger: Logger | undefined;
   errorFormat: ErrorFormat;
   proxyStatusName: string | false;
@@ -38,9 +44,23 @@ export interface ResolvedOptions {
   timeouts: { connect: number; response: number };
   requestIdHeader: string | false;
   changeOrigin: boolean;
+  rateLimit: RateLimitOptions | false;
+  bodyLimit: number | false;
 }
 
-const KNOWN_OPTIONS = new Set(['routes', 'logger', 'errorFormat', 'proxyStatus', 'onError', 'timeouts', 'requestIdHeader', 'changeOrigin']);
+const KNOWN_OPTIONS = new Set([
+  'routes',
+  'logger',
+  'errorFormat',
+  'proxyStatus',
+  'onError',
+  'timeouts',
+  'requestIdHeader',
+  'changeOrigin',
+  'rateLimit',
+  'bodyLimit',
+]);
+const RATE_LIMIT_OPTIONS = new Set(['windowMs', 'limit', 'keyGenerator', 'skip', 'store', 'onStoreError']);
 const MAX_TIMER_MS = 2_147_483_647;
 // RFC 8941 sf-token, the form a Proxy-Status member name takes unquoted.
 const SF_TOKEN = /^[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*$/;
@@ -80,13 +100,63 @@ function isLogger(value: unknown): value is Logger {
   return typeof candidate?.log === 'function' && typeof candidate.isLevelEnabled === 'function';
 }
 
+/** Runs a validator that throws TypeError (shared with per-request code) and reports as an option error. */
+function asOptionError<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof TypeError && !(err instanceof ProxyOptionsError)) fail(err.message);
+    throw err;
+  }
+}
+
+function isFunction(value: unknown): boolean {
+  return typeof value === 'function';
+}
+
+function resolveRateLimit(value: unknown): RateLimitOptions | false {
+  if (value === undefined || value === false) return false;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    fail(`rateLimit must be false or express-rate-limit options { windowMs, limit, keyGenerator, skip, store, onStoreError }; got ${show(value)}`);
+  }
+  const options = value as Record<string, unknown>;
+  for (const key of Object.keys(options)) {
+    if (!RATE_LIMIT_OPTIONS.has(key)) fail(`unknown option rateLimit.${key}; known are ${[...RATE_LIMIT_OPTIONS].map((k) => `rateLimit.${k}`).join(', ')}`);
+  }
+  const { windowMs, limit, keyGenerator, skip, store, onStoreError } = options;
+  if (windowMs !== undefined) milliseconds(windowMs, 'rateLimit.windowMs', 0);
+  if (!isFunction(limit) && !(typeof limit === 'number' && Number.isInteger(limit) && limit > 0)) {
+    fail(`rateLimit.limit must be a whole number above 0 or a function (req, res) => number; got ${show(limit)}`);
+  }
+  if (keyGenerator !== undefined && !isFunction(keyGenerator)) fail(`rateLimit.keyGenerator must be a function (req, res) => string; got ${show(keyGenerator)}`);
+  if (skip !== undefined && !isFunction(skip)) fail(`rateLimit.skip must be a function (req, res) => boolean; got ${show(skip)}`);
+  if (store !== undefined && typeof (store as { increment?: unknown } | null)?.increment !== 'function') {
+    fail(`rateLimit.store must be an express-rate-limit Store (e.g. new RedisStore(...)); got ${show(store)}`);
+  }
+  if (onStoreError !== undefined && onStoreError !== 'allow' && onStoreError !== 'deny') {
+    fail(`rateLimit.onStoreError must be 'allow' or 'deny'; got ${show(onStoreError)}`);
+  }
+  return options as unknown as RateLimitOptions;
+}
+
 /** Checks every option once, at construction, and fills in defaults. */
 export function resolveOptions(options: ProxyOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') fail(`createProxy(options) needs an options object; got ${show(options)}`);
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.has(key)) fail(`unknown option ${JSON.stringify(key)}; known options are ${[...KNOWN_OPTIONS].join(', ')}`);
   }
-  const { routes, logger, errorFormat = 'text', proxyStatus = 'proxy', onError = 'respond', timeouts = {}, requestIdHeader = 'x-request-id', changeOrigin = false } = options;
+  const {
+    routes,
+    logger,
+    errorFormat = 'text',
+    proxyStatus = 'proxy',
+    onError = 'respond',
+    timeouts = {},
+    requestIdHeader = 'x-request-id',
+    changeOrigin = false,
+    rateLimit,
+    bodyLimit = DEFAULT_BODY_LIMIT,
+  } = options;
 
   if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
   if (logger !== undefined && !isLogger(logger)) fail(`logger must be a winston Logger; got ${show(logger)}`);
@@ -107,7 +177,7 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
   if (typeof changeOrigin !== 'boolean') fail(`changeOrigin must be true or false; got ${show(changeOrigin)}`);
 
   return {
-    routes,
+    resolveRoute: asOptionError(() => compileRoutes(routes, parseBodyLimit)),
     logger,
     errorFormat,
     proxyStatusName: proxyStatus,
@@ -118,5 +188,7 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
     },
     requestIdHeader: requestIdHeader === false ? false : requestIdHeader.toLowerCase(),
     changeOrigin,
+    rateLimit: resolveRateLimit(rateLimit),
+    bodyLimit: asOptionError(() => parseBodyLimit(bodyLimit, 'bodyLimit')),
   };
 }

@@ -1,0 +1,57 @@
+import type { IncomingMessage } from 'node:http';
+import { Transform, type TransformCallback } from 'node:stream';
+import bytes from 'bytes';
+import { PayloadTooLargeError } from '../errors.ts';
+
+export const DEFAULT_BODY_LIMIT = 10 * 1024 * 1024;
+
+// `bytes` alone reads '10 MiB' as 10 and '-1kb' as -1024; only its own units, whole.
+const SIZE_PATTERN = /^\d+(?:\.\d+)? *(?:b|kb|mb|gb|tb|pb)?$/i;
+
+/** A byte count from a number or a string such as '10mb'; `false` for no limit. Throws a TypeError naming `where`. */
+export function parseBodyLimit(value: unknown, where: string): number | false {
+  if (value === false) return false;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return value;
+  if (typeof value === 'string' && SIZE_PATTERN.test(value.trim())) {
+    const parsed = bytes.parse(value.trim());
+    if (parsed !== null && Number.isSafeInteger(parsed)) return parsed;
+  }
+  throw new TypeError(
+    `${where} must be false, a whole number of bytes, or a size such as '512kb' or '10mb' (units b, kb, mb, gb, tb, pb); got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`,
+  );
+}
+
+/**
+ * The Content-Length check: a declared body over the limit is refused before a
+ * byte of it is read. `Connection: close` because the unread body is still on
+ * the wire.
+ */
+export function checkDeclaredLength(req: IncomingMessage, limit: number): void {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) {
+    throw new PayloadTooLargeError(`declared body of ${declared} bytes over the limit of ${limit}`, { headers: { connection: 'close' } });
+  }
+}
+
+/** True when the body's size is unknown up front (chunked), so it must be counted as it streams. */
+export function hasUndeclaredBody(req: IncomingMessage): boolean {
+  return req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined;
+}
+
+/**
+ * Passes body chunks through unbuffered and fails, before forwarding the chunk
+ * that crosses the limit, with a PayloadTooLargeError.
+ */
+export function createBodyCounter(limit: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback: TransformCallback) {
+      seen += chunk.length;
+      if (seen > limit) {
+        callback(new PayloadTooLargeError(`streamed body passed the limit of ${limit} bytes`, { headers: { connection: 'close' } }));
+        return;
+      }
+      callback(null, chunk);
+    },
+  });
+}

@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import type { Request, Response } from 'express';
+import { rateLimit, type Store } from 'express-rate-limit';
+import { GuardUnavailableError, ProxyError, RateLimitedError } from '../errors.ts';
+import type { Logger } from '../logging.ts';
+
+type ValueOf<T> = (req: IncomingMessage, res: ServerResponse) => T | Promise<T>;
+
+/** The subset of express-rate-limit v8 options the proxy passes on, plus what to do when the store fails. */
+export interface RateLimitOptions {
+  /** Window length in ms. Default 60000. */
+  windowMs?: number;
+  /** Requests allowed per key per window. Required. */
+  limit: number | ValueOf<number>;
+  /** Default: the client IP through express-rate-limit's ipKeyGenerator (IPv6 /56), honouring Express's `trust proxy`. */
+  keyGenerator?: ValueOf<string>;
+  /** Requests for which this returns true are not counted. */
+  skip?: ValueOf<boolean>;
+  /** Where counts live. Default: in memory, per process. Use rate-limit-redis for many instances. */
+  store?: Store;
+  /** When the store fails: `'allow'` (default) lets the request through and logs at error; `'deny'` answers 503. */
+  onStoreError?: 'allow' | 'deny';
+}
+
+/** Resolves when the request may go on; rejects with a ProxyError when it may not. */
+export type RateLimitGuard = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+/** An IP (or IPv6 subnet) as is; anything else, such as an API token, only as a hash. */
+export function loggableKey(key: string): string {
+  if (isIP(key.split('/')[0] ?? '') !== 0) return key;
+  return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+}
+
+export function createRateLimitGuard(options: RateLimitOptions, logger: Logger): RateLimitGuard {
+  const limiter = rateLimit({
+    windowMs: options.windowMs ?? 60_000,
+    limit: options.limit as number,
+    ...(options.keyGenerator && { keyGenerator: options.keyGenerator as unknown as (req: Request, res: Response) => string }),
+    ...(options.skip && { skip: options.skip as unknown as (req: Request, res: Response) => boolean }),
+    ...(options.store && { store: options.store }),
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    passOnStoreError: options.onStoreError !== 'deny',
+    handler: (req, res, next) => {
+      const retryAfter = res.getHeader('retry-after');
+      const key = (req as Request & { rateLimit?: { key?: string } }).rateLimit?.key;
+      next(
+        new RateLimitedError('rate limit exceeded', {
+          headers: retryAfter === undefined ? {} : { 'retry-after': String(retryAfter) },
+          ...(key !== undefined && { logFields: { key: loggableKey(key) } }),
+        }),
+      );
+    },
+    logger: {
+      error: (error, message) => logger.error(message ?? 'rate limiter error', { cause: describe(error) }),
+      warn: (error, message) => logger.warn(message ?? 'rate limiter warning', { cause: describe(error) }),
+    },
+  });
+
+  return (req, res) =>
+    new Promise((resolve, reject) => {
+      void limiter(req as Request, res as Response, (err?: unknown) => {
+        if (err instanceof ProxyError) return reject(err);
+        if (err) return reject(new GuardUnavailableError('rate limit store failed; request denied', { cause: err }));
+        // The counts belong on our 429s only: an upstream response stays untouched.
+        res.removeHeader('ratelimit');
+        res.removeHeader('ratelimit-policy');
+        resolve();
+      });
+    });
+}
+
+function describe(error: unknown): Record<string, unknown> {
+  const e = error as { name?: unknown; message?: unknown; code?: unknown } | null;
+  return { name: e?.name, message: e?.message ?? String(error), ...(typeof e?.code === 'string' && { code: e.code }) };
+}
