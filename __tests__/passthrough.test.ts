@@ -139,6 +139,25 @@ describe.each(EXPRESS_VERSIONS)('pass-through (%s)', (_name, express) => {
     expect(upstream.seen.at(-1)!.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
   });
 
+  it("does not forward the client's hop-by-hop headers upstream", async () => {
+    await request(proxy.server)
+      .get(`${PREFIX}/echo`)
+      .set('Host', HOST)
+      .set('Connection', 'close, x-client-hop')
+      .set('X-Client-Hop', 'for the proxy only')
+      .set('Keep-Alive', 'timeout=30')
+      .set('Proxy-Authorization', 'Basic cHJveHk6c2VjcmV0')
+      .set('TE', 'trailers')
+      .set('X-End-To-End', 'kept');
+    const seen = upstream.seen.at(-1)!.headers;
+    expect(seen['connection']).not.toMatch(/close/);
+    expect(seen['x-client-hop']).toBeUndefined();
+    expect(seen['keep-alive']).toBeUndefined();
+    expect(seen['proxy-authorization']).toBeUndefined();
+    expect(seen['te']).toBe('trailers');
+    expect(seen['x-end-to-end']).toBe('kept');
+  });
+
   it("drops the upstream's hop-by-hop headers and keeps its end-to-end ones", async () => {
     const res = await request(proxy.server).get(`${PREFIX}/hop-by-hop`).set('Host', HOST);
     expect(res.status).toBe(200);

@@ -43,8 +43,8 @@ describe.each(EXPRESS_VERSIONS)('rate limit (%s)', (_name, express) => {
     const retryAfter = Number(limited.headers['retry-after']);
     expect(retryAfter).toBeGreaterThan(0);
     expect(retryAfter).toBeLessThanOrEqual(60);
-    expect(limited.headers['ratelimit']).toMatch(/^"2-in-1min"; r=0; t=\d+$/);
-    expect(limited.headers['ratelimit-policy']).toMatch(/^"2-in-1min"; q=2; w=60; pk=:[A-Za-z0-9+/=]+:$/);
+    expect(limited.headers['ratelimit']).toMatch(/^limit=2, remaining=0, reset=\d+$/);
+    expect(limited.headers['ratelimit-policy']).toBe('2;w=60');
     expect(upstream.seen).toHaveLength(2);
 
     const info = records.filter((r) => r.level === 'info');

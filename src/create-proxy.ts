@@ -1,30 +1,47 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
 import { classifyUpstreamError } from './classify.ts';
 import { InternalProxyError, MissingHostError, ProxyError } from './errors.ts';
 import { beginExchange, clientIsGone, exchangeOf, type Exchange, type NextFunction } from './exchange.ts';
+import { checkDeclaredLength, createBodyCounter, hasUndeclaredBody } from './guards/body-limit.ts';
+import { createRateLimitGuard } from './guards/rate-limit.ts';
 import { createDefaultLogger, logProxyError, requestFields, type Logger } from './logging.ts';
 import { resolveOptions, type ProxyOptions } from './options.ts';
 import { assignRequestId } from './request-id.ts';
-import { checkDeclaredLength, createBodyCounter, hasUndeclaredBody } from './guards/body-limit.ts';
-import { createRateLimitGuard } from './guards/rate-limit.ts';
-import { buildErrorResponse, sendErrorResponse } from './respond.ts';
+import { buildErrorResponse, sendErrorResponse, writeErrorResponseToSocket } from './respond.ts';
 import { normalizeHost } from './routes/host.ts';
-import { stripHopByHopHeaders } from './upstream/hop-by-hop.ts';
+import { createUpstreamAgents } from './upstream/agent.ts';
+import { stripHopByHopHeaders, stripHopByHopRequestHeaders } from './upstream/hop-by-hop.ts';
+import { isSafeToRetry } from './upstream/retry.ts';
 import { armTimeouts } from './upstream/timeouts.ts';
 
-/** An Express (or plain `node:http`) request handler. */
+/** An Express (or plain `node:http`) request handler, plus the WebSocket and shutdown hooks. */
 export interface HonestProxy {
   (req: IncomingMessage, res: ServerResponse, next?: NextFunction): void;
+  /**
+   * For `server.on('upgrade', proxy.upgrade)`: the same routes and guards as
+   * HTTP. Upgrades bypass Express, so `req.url` arrives unstripped by any mount path.
+   */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Destroys the proxy's own upstream connection pool, so a server can shut down cleanly. */
+  close(): void;
+}
+
+/** Where a failure is answered: an HTTP response, or the raw socket of an upgrade. */
+type ClientSide = ServerResponse | Duplex;
+
+function isResponse(side: ClientSide | undefined): side is ServerResponse {
+  return side !== undefined && 'writeHead' in side;
 }
 
 /**
  * Creates the proxy middleware.
  *
- * A request reads top to bottom: Host -> rate limit -> route -> body limit -> forward. Whatever fails along
- * the way becomes a ProxyError with its own status; whatever the upstream
- * answers goes to the client untouched.
+ * A request reads top to bottom: Host -> rate limit -> route -> body limit -> forward.
+ * Whatever fails along the way becomes a ProxyError with its own status;
+ * whatever the upstream answers goes to the client untouched.
  *
  * @example
  * ```ts
@@ -34,18 +51,22 @@ export interface HonestProxy {
 export function createProxy(options: ProxyOptions): HonestProxy {
   const config = resolveOptions(options);
   const logger: Logger = config.logger ?? createDefaultLogger();
+  const agents = createUpstreamAgents(config.agent);
   const rateLimitGuard = config.rateLimit === false ? undefined : createRateLimitGuard(config.rateLimit, logger);
 
   const engine = createProxyMiddleware<IncomingMessage, ServerResponse>({
     // Every default plugin goes: HPM's error page maps ECONNREFUSED to 504 and
     // echoes host and path, and its logger prints the upstream address.
     ejectPlugins: true,
-    // Routing is decided before HPM runs; the router only hands over the result
-    // and, for a counted body, the stream httpxy must read instead of req.
+    // Routing is decided before HPM runs; the router only hands over the result,
+    // with this request's connection pool and, for a counted body, the stream
+    // httpxy must read instead of req.
     router: (req, _res, perRequest) => {
       const exchange = exchangeOf(req)!;
+      const target = exchange.route!.target;
+      perRequest.agent = exchange.retried ? false : target.protocol === 'https:' ? agents.https : agents.http;
       if (exchange.bodySource) perRequest.buffer = exchange.bodySource;
-      return exchange.route!.target;
+      return target;
     },
     changeOrigin: config.changeOrigin,
     plugins: [wireEngineEvents],
@@ -57,13 +78,24 @@ export function createProxy(options: ProxyOptions): HonestProxy {
       if (exchange) exchange.proxyReq = proxyReq;
       armTimeouts(proxyReq, config.timeouts);
     });
+    server.on('proxyReqWs', (proxyReq, req) => {
+      const exchange = exchangeOf(req);
+      if (exchange) {
+        exchange.proxyReq = proxyReq;
+        // From the 101, or the upstream's refusal, on: the client has its answer.
+        const started = () => (exchange.responseStarted = true);
+        proxyReq.once('upgrade', started);
+        proxyReq.once('response', started);
+      }
+      armTimeouts(proxyReq, config.timeouts);
+    });
     server.on('proxyRes', (proxyRes, req) => {
       const exchange = exchangeOf(req);
       if (exchange) exchange.responseStarted = true;
       stripHopByHopHeaders(proxyRes.headers);
     });
     server.on('error', (err, req, res) => {
-      if (req) handleFailure(err, req, res as ServerResponse | Socket | undefined);
+      if (req) handleFailure(err, req, res as ClientSide | undefined);
     });
     // httpxy's name for "the client hung up while we were proxying".
     server.on('econnreset', (_err, req) => {
@@ -72,33 +104,51 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     });
   }
 
-  function handleFailure(err: unknown, req: IncomingMessage, res: ServerResponse | Socket | undefined): void {
+  function handleFailure(err: unknown, req: IncomingMessage, client: ClientSide | undefined): void {
     const exchange = exchangeOf(req) ?? beginExchange(req, undefined, undefined);
     if (exchange.failed) return;
+
+    // The keep-alive race of seed 000: the pooled socket was already closed by
+    // the upstream. Replaying once on a new connection is invisible and safe.
+    if (!exchange.retried && !exchange.responseStarted && isResponse(client) && !clientIsGone(client) && isSafeToRetry(err, exchange.proxyReq, req)) {
+      exchange.retried = true;
+      exchange.proxyReq = undefined;
+      logger.debug('stale pooled connection; retrying on a fresh one', requestFields(req, exchange));
+      void engine(req, client, (nextErr) => {
+        if (nextErr) handleFailure(nextErr, req, client);
+      });
+      return;
+    }
+
     exchange.failed = true;
     const error = classifyUpstreamError(err);
-    const response = res && 'writeHead' in res ? res : undefined;
 
-    if (exchange.responseStarted || response?.headersSent) {
+    if (exchange.responseStarted || (isResponse(client) && client.headersSent)) {
       // Too late for a status: cut the connection so the client cannot take a
       // truncated body for a complete one (Go's ReverseProxy does the same).
       logProxyError(logger, error, req, exchange, { afterResponseStarted: true });
-      response?.destroy();
+      client?.destroy();
       return;
     }
-    if (clientIsGone(response)) {
+    if (isResponse(client) ? clientIsGone(client) : !client || client.destroyed) {
       logger.debug('client closed request', { ...requestFields(req, exchange), code: error.code });
       return;
     }
     logProxyError(logger, error, req, exchange);
+    const response = buildErrorResponse(error, req, config, exchange.requestId);
+    if (!isResponse(client)) {
+      writeErrorResponseToSocket(client!, response);
+      return;
+    }
     if (config.onError === 'next' && exchange.next) {
       exchange.next(error);
       return;
     }
-    sendErrorResponse(response!, buildErrorResponse(error, req, config, exchange.requestId));
+    sendErrorResponse(client, response);
   }
 
-  async function forward(req: IncomingMessage, res: ServerResponse, exchange: Exchange): Promise<void> {
+  /** Everything between the request arriving and the engine taking over: guards and routing. */
+  async function admit(req: IncomingMessage, res: ServerResponse, exchange: Exchange, isUpgrade: boolean): Promise<void> {
     const host = normalizeHost(req.headers.host);
     if (!host) throw new MissingHostError(req.headers.host ? { cause: 'invalid Host header' } : undefined);
     exchange.host = host;
@@ -112,16 +162,17 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     }
     exchange.upstream = exchange.route.target.origin;
 
-    const bodyLimit = exchange.route.bodyLimit ?? config.bodyLimit;
-    if (bodyLimit !== false) limitBody(req, res, exchange, bodyLimit);
-
     // Node already answered `100 Continue` to the client; an upstream's interim
     // response would have nowhere to go (nginx drops Expect the same way).
     delete req.headers.expect;
-    res.removeHeader('x-powered-by');
-    await engine(req, res, (err) => {
-      if (err) handleFailure(err, req, res);
-    });
+    stripHopByHopRequestHeaders(req.headers, isUpgrade);
+  }
+
+  /** True (after a debug record) when the client left while we were still deciding. */
+  function leftEarly(req: IncomingMessage, client: ClientSide, exchange: Exchange): boolean {
+    const gone = isResponse(client) ? clientIsGone(client) : client.destroyed;
+    if (gone) logger.debug('client closed request', requestFields(req, exchange));
+    return gone;
   }
 
   /**
@@ -129,7 +180,9 @@ export function createProxy(options: ProxyOptions): HonestProxy {
    * chunked one is counted on its way, and crossing the limit aborts the
    * upstream request so the upstream never takes a truncated body as whole.
    */
-  function limitBody(req: IncomingMessage, res: ServerResponse, exchange: Exchange, limit: number): void {
+  function limitBody(req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
+    const limit = exchange.route!.bodyLimit ?? config.bodyLimit;
+    if (limit === false) return;
     checkDeclaredLength(req, limit);
     if (!hasUndeclaredBody(req)) return;
     const counter = createBodyCounter(limit);
@@ -141,9 +194,45 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     exchange.bodySource = req.pipe(counter);
   }
 
-  return function honestProxy(req, res, next) {
+  async function forward(req: IncomingMessage, res: ServerResponse, exchange: Exchange): Promise<void> {
+    await admit(req, res, exchange, false);
+    if (leftEarly(req, res, exchange)) return;
+    limitBody(req, res, exchange);
+    res.removeHeader('x-powered-by');
+    await engine(req, res, (err) => {
+      if (err) handleFailure(err, req, res);
+    });
+  }
+
+  async function forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, exchange: Exchange): Promise<void> {
+    // A real (unsent) ServerResponse holds the headers the limiter sets; they
+    // reach the client only through a RateLimitedError's own headers.
+    await admit(req, new http.ServerResponse(req), exchange, true);
+    if (leftEarly(req, socket, exchange)) return;
+    engine.upgrade(req, socket as Socket, head);
+  }
+
+  const middleware = function honestProxy(req: IncomingMessage, res: ServerResponse, next?: NextFunction): void {
     const requestId = config.requestIdHeader === false ? undefined : assignRequestId(req, config.requestIdHeader);
     const exchange = beginExchange(req, next, requestId);
     forward(req, res, exchange).catch((err: unknown) => handleFailure(err, req, res));
   };
+
+  return Object.assign(middleware, {
+    upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+      const requestId = config.requestIdHeader === false ? undefined : assignRequestId(req, config.requestIdHeader);
+      const exchange = beginExchange(req, undefined, requestId);
+      // A client that resets mid-handshake must not become an unhandled 'error';
+      // it is the client's doing, not the upstream's.
+      socket.on('error', (err: NodeJS.ErrnoException) =>
+        logger.debug('client connection error', { ...requestFields(req, exchange), code: err.code }),
+      );
+      forwardUpgrade(req, socket, head, exchange).catch((err: unknown) => handleFailure(err, req, socket));
+    },
+    close(): void {
+      if (!agents.owned) return;
+      agents.http.destroy();
+      agents.https.destroy();
+    },
+  });
 }

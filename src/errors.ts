@@ -12,6 +12,7 @@ export type ProxyStatusErrorType =
   | 'connection_refused'
   | 'connection_terminated'
   | 'connection_timeout'
+  | 'connection_read_timeout'
   | 'dns_error'
   | 'http_protocol_error'
   | 'http_response_timeout'

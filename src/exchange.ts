@@ -21,6 +21,8 @@ export interface Exchange {
   responseStarted: boolean;
   /** Set when a failure was handled, so a second error event cannot answer twice. */
   failed: boolean;
+  /** Set once the request was replayed on a fresh connection (at most once). */
+  retried: boolean;
 }
 
 const EXCHANGE = Symbol('honest-proxy.exchange');
@@ -37,6 +39,7 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     bodySource: undefined,
     responseStarted: false,
     failed: false,
+    retried: false,
   };
   (req as WithExchange)[EXCHANGE] = exchange;
   return exchange;

@@ -3,6 +3,9 @@ export { portHostRoutes, type PortHostRoutesOptions } from './routes/port-host.t
 export type { Routes, RouteFunction } from './routes/table.ts';
 export type { Target, TargetUrl, RouteTarget } from './routes/target.ts';
 export { ProxyOptionsError, DEFAULT_TIMEOUTS, type ProxyOptions, type TimeoutOptions } from './options.ts';
+export { IDLE_SOCKET_MS } from './upstream/agent.ts';
+export { DEFAULT_BODY_LIMIT } from './guards/body-limit.ts';
+export type { RateLimitOptions } from './guards/rate-limit.ts';
 export type { ErrorFormat, ErrorRenderer } from './respond.ts';
 export { classifyUpstreamError } from './classify.ts';
 export {

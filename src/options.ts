@@ -1,6 +1,8 @@
 import { DEFAULT_BODY_LIMIT, parseBodyLimit } from './guards/body-limit.ts';
 import type { RateLimitOptions } from './guards/rate-limit.ts';
 import type { Logger } from './logging.ts';
+import type { AgentOption } from './upstream/agent.ts';
+import http from 'node:http';
 import type { ErrorFormat } from './respond.ts';
 import { compileRoutes, type RouteResolver, type Routes } from './routes/table.ts';
 
@@ -9,6 +11,8 @@ export interface TimeoutOptions {
   connect?: number;
   /** No response headers within this many ms after the request was sent: 504 `http_response_timeout`. */
   response?: number;
+  /** No byte either way for this many ms while a response streams: the exchange is aborted. */
+  idle?: number;
 }
 
 export interface ProxyOptions {
@@ -31,9 +35,11 @@ export interface ProxyOptions {
   rateLimit?: RateLimitOptions | false;
   /** Largest request body: bytes, a size such as '10mb', or `false`. Default 10 MiB. A route may override it. */
   bodyLimit?: number | string | false;
+  /** Your own upstream pool: an http.Agent, or { http, https }. Default: a keep-alive pool per proxy. */
+  agent?: AgentOption;
 }
 
-export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000 } as const;
+export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000, idle: 300_000 } as const;
 
 export interface ResolvedOptions {
   resolveRoute: RouteResolver;
@@ -41,11 +47,12 @@ export interface ResolvedOptions {
   errorFormat: ErrorFormat;
   proxyStatusName: string | false;
   onError: 'respond' | 'next';
-  timeouts: { connect: number; response: number };
+  timeouts: { connect: number; response: number; idle: number };
   requestIdHeader: string | false;
   changeOrigin: boolean;
   rateLimit: RateLimitOptions | false;
   bodyLimit: number | false;
+  agent: AgentOption | undefined;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -59,6 +66,7 @@ const KNOWN_OPTIONS = new Set([
   'changeOrigin',
   'rateLimit',
   'bodyLimit',
+  'agent',
 ]);
 const RATE_LIMIT_OPTIONS = new Set(['windowMs', 'limit', 'keyGenerator', 'skip', 'store', 'onStoreError']);
 const MAX_TIMER_MS = 2_147_483_647;
@@ -110,6 +118,18 @@ function asOptionError<T>(check: () => T): T {
   }
 }
 
+function isAgentOption(value: unknown): value is AgentOption {
+  if (value instanceof http.Agent) return true;
+  if (value === null || typeof value !== 'object') return false;
+  const { http: plain, https: secure, ...rest } = value as Record<string, unknown>;
+  return (
+    Object.keys(rest).length === 0 &&
+    (plain !== undefined || secure !== undefined) &&
+    (plain === undefined || plain instanceof http.Agent) &&
+    (secure === undefined || secure instanceof http.Agent)
+  );
+}
+
 function isFunction(value: unknown): boolean {
   return typeof value === 'function';
 }
@@ -156,6 +176,7 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
     changeOrigin = false,
     rateLimit,
     bodyLimit = DEFAULT_BODY_LIMIT,
+    agent,
   } = options;
 
   if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
@@ -169,12 +190,15 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
   if (onError !== 'respond' && onError !== 'next') fail(`onError must be 'respond' or 'next'; got ${show(onError)}`);
   if (timeouts === null || typeof timeouts !== 'object') fail(`timeouts must be an object { connect, response }; got ${show(timeouts)}`);
   for (const key of Object.keys(timeouts)) {
-    if (key !== 'connect' && key !== 'response') fail(`unknown option timeouts.${key}; known are timeouts.connect, timeouts.response`);
+    if (key !== 'connect' && key !== 'response' && key !== 'idle') {
+      fail(`unknown option timeouts.${key}; known are timeouts.connect, timeouts.response, timeouts.idle`);
+    }
   }
   if (requestIdHeader !== false && (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader))) {
     fail(`requestIdHeader must be false or a header name; got ${show(requestIdHeader)}`);
   }
   if (typeof changeOrigin !== 'boolean') fail(`changeOrigin must be true or false; got ${show(changeOrigin)}`);
+  if (agent !== undefined && !isAgentOption(agent)) fail(`agent must be an http.Agent or { http?: http.Agent, https?: https.Agent }; got ${show(agent)}`);
 
   return {
     resolveRoute: asOptionError(() => compileRoutes(routes, parseBodyLimit)),
@@ -185,10 +209,12 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
     timeouts: {
       connect: milliseconds(timeouts.connect, 'timeouts.connect', DEFAULT_TIMEOUTS.connect),
       response: milliseconds(timeouts.response, 'timeouts.response', DEFAULT_TIMEOUTS.response),
+      idle: milliseconds(timeouts.idle, 'timeouts.idle', DEFAULT_TIMEOUTS.idle),
     },
     requestIdHeader: requestIdHeader === false ? false : requestIdHeader.toLowerCase(),
     changeOrigin,
     rateLimit: resolveRateLimit(rateLimit),
     bodyLimit: asOptionError(() => parseBodyLimit(bodyLimit, 'bodyLimit')),
+    agent,
   };
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { Request, Response } from 'express';
-import { rateLimit, type Store } from 'express-rate-limit';
+import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
 import { GuardUnavailableError, ProxyError, RateLimitedError } from '../errors.ts';
 import type { Logger } from '../logging.ts';
 
@@ -14,7 +14,11 @@ export interface RateLimitOptions {
   windowMs?: number;
   /** Requests allowed per key per window. Required. */
   limit: number | ValueOf<number>;
-  /** Default: the client IP through express-rate-limit's ipKeyGenerator (IPv6 /56), honouring Express's `trust proxy`. */
+  /**
+   * Default: the client IP through express-rate-limit's ipKeyGenerator (IPv6
+   * /56): Express's `req.ip`, which honours `trust proxy`; for a WebSocket
+   * upgrade, which never passes through Express, the socket's address.
+   */
   keyGenerator?: ValueOf<string>;
   /** Requests for which this returns true are not counted. */
   skip?: ValueOf<boolean>;
@@ -33,25 +37,34 @@ export function loggableKey(key: string): string {
   return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
+function clientAddressKey(req: Request): string {
+  return ipKeyGenerator(req.ip ?? req.socket.remoteAddress ?? '', 56);
+}
+
+const RATE_LIMIT_HEADERS = ['retry-after', 'ratelimit', 'ratelimit-policy'];
+
 export function createRateLimitGuard(options: RateLimitOptions, logger: Logger): RateLimitGuard {
   const limiter = rateLimit({
     windowMs: options.windowMs ?? 60_000,
     limit: options.limit as number,
-    ...(options.keyGenerator && { keyGenerator: options.keyGenerator as unknown as (req: Request, res: Response) => string }),
+    keyGenerator: (options.keyGenerator as unknown as (req: Request, res: Response) => string) ?? clientAddressKey,
     ...(options.skip && { skip: options.skip as unknown as (req: Request, res: Response) => boolean }),
     ...(options.store && { store: options.store }),
-    standardHeaders: 'draft-8',
+    // draft-7 sets its headers with setHeader alone (draft-8 needs Express's
+    // res.append), so the same limiter serves upgrades, which have no Express res.
+    standardHeaders: 'draft-7',
     legacyHeaders: false,
     passOnStoreError: options.onStoreError !== 'deny',
     handler: (req, res, next) => {
-      const retryAfter = res.getHeader('retry-after');
+      // The error carries the headers itself, so every way of answering it
+      // (a response, a raw upgrade socket, next(err)) can send them.
+      const headers: Record<string, string> = {};
+      for (const name of RATE_LIMIT_HEADERS) {
+        const value = res.getHeader(name);
+        if (value !== undefined) headers[name] = String(value);
+      }
       const key = (req as Request & { rateLimit?: { key?: string } }).rateLimit?.key;
-      next(
-        new RateLimitedError('rate limit exceeded', {
-          headers: retryAfter === undefined ? {} : { 'retry-after': String(retryAfter) },
-          ...(key !== undefined && { logFields: { key: loggableKey(key) } }),
-        }),
-      );
+      next(new RateLimitedError('rate limit exceeded', { headers, ...(key !== undefined && { logFields: { key: loggableKey(key) } }) }));
     },
     logger: {
       error: (error, message) => logger.error(message ?? 'rate limiter error', { cause: describe(error) }),
@@ -65,8 +78,7 @@ export function createRateLimitGuard(options: RateLimitOptions, logger: Logger):
         if (err instanceof ProxyError) return reject(err);
         if (err) return reject(new GuardUnavailableError('rate limit store failed; request denied', { cause: err }));
         // The counts belong on our 429s only: an upstream response stays untouched.
-        res.removeHeader('ratelimit');
-        res.removeHeader('ratelimit-policy');
+        for (const name of RATE_LIMIT_HEADERS) res.removeHeader(name);
         resolve();
       });
     });

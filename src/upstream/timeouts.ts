@@ -4,10 +4,12 @@ import { UpstreamTimeoutError } from '../errors.ts';
 export interface ExchangeTimeouts {
   connect: number;
   response: number;
+  idle: number;
 }
 
 /**
- * Runs the connect and response clocks of one upstream request.
+ * Runs the clocks of one upstream request: connect, then response headers,
+ * then idle while the response streams.
  *
  * httpxy's own `proxyTimeout` destroys the request without a reason, which
  * surfaces as ECONNRESET and would be reported as a 502. Destroying with a typed
@@ -57,6 +59,15 @@ export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts)
     settled = true;
     clear();
   };
-  proxyReq.once('response', settle);
+  proxyReq.once('response', () => {
+    settle();
+    // Idle: no byte either way on the upstream socket while the body streams.
+    // Node's socket timeout is exactly that, and it is reset on every read and write.
+    proxyReq.setTimeout(timeouts.idle, () =>
+      proxyReq.destroy(new UpstreamTimeoutError(`no data for ${timeouts.idle} ms while streaming`, { proxyStatus: 'connection_read_timeout' })),
+    );
+  });
+  // A WebSocket's frames have no clock of ours: they may rightly be quiet for hours.
+  proxyReq.once('upgrade', settle);
   proxyReq.once('close', settle);
 }

@@ -1,0 +1,29 @@
+import http from 'node:http';
+import https from 'node:https';
+
+/**
+ * How long a pooled upstream socket may sit idle. Node's and Vite's servers
+ * close idle keep-alive sockets after 5 s; retiring ours a second earlier
+ * means we almost never write to a socket the upstream is closing. An
+ * upstream's own `Keep-Alive: timeout=N` hint shortens it further (Node's
+ * agent honours it).
+ */
+export const IDLE_SOCKET_MS = 4_000;
+
+export interface UpstreamAgents {
+  http: http.Agent;
+  https: https.Agent;
+  /** True when the proxy made them, and so may destroy them on close(). */
+  owned: boolean;
+}
+
+export type AgentOption = http.Agent | { http?: http.Agent; https?: https.Agent };
+
+const POOL = { keepAlive: true, timeout: IDLE_SOCKET_MS, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo' } as const;
+
+/** One pool per createProxy, not httpxy's module-wide agents shared by every proxy in the process. */
+export function createUpstreamAgents(option: AgentOption | undefined): UpstreamAgents {
+  if (option instanceof http.Agent) return { http: option, https: option as https.Agent, owned: false };
+  if (option) return { http: option.http ?? new http.Agent(POOL), https: option.https ?? new https.Agent(POOL), owned: false };
+  return { http: new http.Agent(POOL), https: new https.Agent(POOL), owned: true };
+}
