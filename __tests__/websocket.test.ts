@@ -1,0 +1,191 @@
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
+import { createProxy, type HonestProxy, type ProxyOptions } from '../src/index.ts';
+import { captureLogs } from './helpers/logs.ts';
+import { closedPort, listen, startRawServer, type Running } from './helpers/servers.ts';
+
+interface Refused {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+// Frames the upstream sends with its 101 arrive in the same packet: ws emits
+// them right after 'open', before a listener added afterwards could see them.
+const inbox = new WeakMap<WebSocket, { queued: Array<{ data: Buffer; isBinary: boolean }>; waiting: Array<(m: { data: Buffer; isBinary: boolean }) => void> }>();
+
+/** Opens a WebSocket through the proxy; resolves with the socket, or with the HTTP response that refused it. */
+function connect(port: number, host: string, path = '/chat'): Promise<WebSocket | Refused> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, { headers: { host } });
+    const box = { queued: [] as Array<{ data: Buffer; isBinary: boolean }>, waiting: [] as Array<(m: { data: Buffer; isBinary: boolean }) => void> };
+    inbox.set(ws, box);
+    ws.on('message', (data, isBinary) => {
+      const message = { data: data as Buffer, isBinary };
+      const waiter = box.waiting.shift();
+      if (waiter) waiter(message);
+      else box.queued.push(message);
+    });
+    ws.once('open', () => resolve(ws));
+    ws.once('unexpected-response', (_req, res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+    });
+    ws.once('error', reject);
+  });
+}
+
+function nextFrame(ws: WebSocket): Promise<{ data: Buffer; isBinary: boolean }> {
+  const box = inbox.get(ws)!;
+  const queued = box.queued.shift();
+  return queued ? Promise.resolve(queued) : new Promise((resolve) => box.waiting.push(resolve));
+}
+
+async function nextMessage(ws: WebSocket): Promise<string> {
+  return String((await nextFrame(ws)).data);
+}
+
+function isRefused(value: WebSocket | Refused): value is Refused {
+  return !(value instanceof WebSocket);
+}
+
+describe('WebSocket upgrades', () => {
+  let upstream: Running;
+  let wss: WebSocketServer;
+  let refusing: Running;
+  let hanging: Running;
+  let refusedPort: number;
+  const fronts: Array<{ running: Running; proxy: HonestProxy }> = [];
+  const clients: WebSocket[] = [];
+  const { logger, records } = captureLogs('info');
+
+  beforeAll(async () => {
+    // An echo server that also speaks first, and tells which path and headers it got.
+    const server = http.createServer((_req, res) => res.end('plain http'));
+    wss = new WebSocketServer({ server });
+    wss.on('connection', (socket, req) => {
+      socket.send(`hello ${req.url} ${req.headers['x-request-id'] ? 'with-id' : 'no-id'}`);
+      socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }));
+    });
+    upstream = await listen(server);
+
+    // An upstream that refuses the upgrade the way an app does: 401 with a body.
+    const refusingServer = http.createServer();
+    refusingServer.on('upgrade', (_req, socket: Socket) => {
+      socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 24\r\n\r\n{"error":"unauthorized"}');
+    });
+    refusing = await listen(refusingServer);
+    hanging = await startRawServer((socket) => socket.resume());
+    refusedPort = await closedPort();
+  });
+
+  afterAll(async () => {
+    for (const client of clients) client.terminate();
+    for (const { proxy, running } of fronts) {
+      proxy.close();
+      await running.close();
+    }
+    wss.close();
+    await Promise.all([upstream, refusing, hanging].map((s) => s.close()));
+  });
+
+  beforeEach(() => {
+    records.length = 0;
+  });
+
+  async function front(extra: Partial<ProxyOptions> = {}): Promise<number> {
+    const proxy = createProxy({
+      routes: {
+        'ws.localhost': upstream.url,
+        'refusing.localhost': refusing.url,
+        'hang.localhost': hanging.url,
+        'down.localhost': `http://127.0.0.1:${refusedPort}`,
+      },
+      logger,
+      timeouts: { response: 300 },
+      ...extra,
+    });
+    const server = http.createServer((req, res) => proxy(req, res));
+    server.on('upgrade', (req, socket, head) => proxy.upgrade(req, socket, head));
+    const running = await listen(server);
+    fronts.push({ running, proxy });
+    return (server.address() as AddressInfo).port;
+  }
+
+  it('carries frames both ways, text and binary, with the request id forwarded', async () => {
+    const port = await front();
+    const ws = await connect(port, 'ws.localhost');
+    if (isRefused(ws)) throw new Error(`refused: ${ws.status}`);
+    clients.push(ws);
+    const greeting = await nextMessage(ws);
+    expect(greeting).toBe('hello /chat with-id');
+    ws.send('ping-1');
+    expect(await nextMessage(ws)).toBe('ping-1');
+    const binary = Buffer.from([0, 1, 2, 250, 255]);
+    ws.send(binary);
+    const echoed = await nextFrame(ws);
+    expect(echoed.isBinary).toBe(true);
+    expect(Buffer.compare(echoed.data, binary)).toBe(0);
+    expect(records).toEqual([]);
+  });
+
+  it.each([
+    ['an unknown host', 'nobody.localhost', 404, 'Not Found', 'destination_not_found'],
+    ['a Host that is not a host name', 'bad host!', 400, 'Bad Request', 'http_request_error'],
+    ['an upstream that refuses connections', 'down.localhost', 502, 'Bad Gateway', 'connection_refused'],
+    ['an upstream that never answers', 'hang.localhost', 504, 'Gateway Timeout', 'http_response_timeout'],
+  ])('answers %s with a real HTTP response on the socket', async (_case, host, status, text, proxyStatus) => {
+    const port = await front();
+    const refused = await connect(port, host);
+    if (!isRefused(refused)) throw new Error('upgrade should have been refused');
+    expect(refused.status).toBe(status);
+    expect(refused.body).toBe(text);
+    expect(refused.headers['content-type']).toBe('text/plain; charset=utf-8');
+    expect(refused.headers['proxy-status']).toBe(`proxy; error=${proxyStatus}`);
+    expect(refused.headers['connection']).toBe('close');
+  });
+
+  it("passes an upstream's refusal through as it was sent", async () => {
+    const port = await front();
+    const refused = await connect(port, 'refusing.localhost');
+    if (!isRefused(refused)) throw new Error('upgrade should have been refused');
+    expect(refused.status).toBe(401);
+    expect(refused.body).toBe('{"error":"unauthorized"}');
+    expect(refused.headers['proxy-status']).toBeUndefined();
+  });
+
+  it('counts upgrades against the same rate limit as HTTP requests', async () => {
+    const port = await front({ rateLimit: { limit: 2, windowMs: 60_000 } });
+    const plain = await new Promise<number>((resolve) =>
+      http.get({ port, host: '127.0.0.1', path: '/', headers: { host: 'ws.localhost' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      }),
+    );
+    expect(plain).toBe(200);
+    const first = await connect(port, 'ws.localhost');
+    expect(isRefused(first)).toBe(false);
+    clients.push(first as WebSocket);
+    const limited = await connect(port, 'ws.localhost');
+    if (!isRefused(limited)) throw new Error('third request should have been limited');
+    expect(limited.status).toBe(429);
+    expect(limited.body).toBe('Too Many Requests');
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    expect(limited.headers['ratelimit-policy']).toBe('2;w=60');
+    expect(records.find((r) => r.code === 'RATE_LIMITED')?.message).toMatch(/^RATE_LIMIT /);
+  });
+
+  it('closes the client when the upstream goes away after the upgrade', async () => {
+    const port = await front();
+    const ws = await connect(port, 'ws.localhost');
+    if (isRefused(ws)) throw new Error(`refused: ${ws.status}`);
+    await nextMessage(ws);
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    for (const socket of wss.clients) socket.terminate();
+    await closed;
+    expect(ws.readyState).toBe(WebSocket.CLOSED);
+  });
+});
