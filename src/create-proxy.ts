@@ -130,7 +130,7 @@ export function createProxy(options: ProxyOptions): HonestProxy {
       client?.destroy();
       return;
     }
-    if (isResponse(client) ? clientIsGone(client) : !client || client.destroyed) {
+    if (clientIsGone(client)) {
       logger.debug('client closed request', { ...requestFields(req, exchange), code: error.code });
       return;
     }
@@ -170,7 +170,7 @@ export function createProxy(options: ProxyOptions): HonestProxy {
 
   /** True (after a debug record) when the client left while we were still deciding. */
   function leftEarly(req: IncomingMessage, client: ClientSide, exchange: Exchange): boolean {
-    const gone = isResponse(client) ? clientIsGone(client) : client.destroyed;
+    const gone = clientIsGone(client);
     if (gone) logger.debug('client closed request', requestFields(req, exchange));
     return gone;
   }

@@ -1,5 +1,5 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { ResolvedRoute } from './routes/target.ts';
 
 export type NextFunction = (err?: unknown) => void;
@@ -49,7 +49,9 @@ export function exchangeOf(req: IncomingMessage): Exchange | undefined {
   return (req as WithExchange)[EXCHANGE];
 }
 
-/** True when nobody is left to read a response: the client hung up. */
-export function clientIsGone(res: ServerResponse | undefined): boolean {
-  return !res || res.destroyed || !res.socket || res.socket.destroyed;
+/** True when nobody is left to read an answer: the client hung up (HTTP response or raw upgrade socket). */
+export function clientIsGone(client: ServerResponse | Duplex | undefined): boolean {
+  if (!client) return true;
+  if ('writeHead' in client) return client.destroyed || !client.socket || client.socket.destroyed;
+  return client.destroyed;
 }

@@ -1,8 +1,8 @@
+import http from 'node:http';
 import { DEFAULT_BODY_LIMIT, parseBodyLimit } from './guards/body-limit.ts';
 import type { RateLimitOptions } from './guards/rate-limit.ts';
 import type { Logger } from './logging.ts';
 import type { AgentOption } from './upstream/agent.ts';
-import http from 'node:http';
 import type { ErrorFormat } from './respond.ts';
 import { compileRoutes, type RouteResolver, type Routes } from './routes/table.ts';
 
