@@ -1,3 +1,4 @@
+import http from 'node:http';
 import request from 'supertest';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
@@ -137,6 +138,29 @@ describe.each(EXPRESS_VERSIONS)('pass-through (%s)', (_name, express) => {
 
     await request(proxy.server).get(`${PREFIX}/echo`).set('Host', HOST).set('X-Request-ID', 'has spaces and <script>');
     expect(upstream.seen.at(-1)!.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('answers Expect: 100-continue itself and forwards the body without Expect', async () => {
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({
+        port: proxy.port,
+        host: '127.0.0.1',
+        method: 'POST',
+        path: `${PREFIX}/echo`,
+        headers: { host: HOST, expect: '100-continue', 'content-length': '5' },
+      });
+      req.on('continue', () => req.end('hello'));
+      req.on('response', (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.on('error', reject);
+    });
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.body)).toMatchObject({ method: 'POST', body: 'hello' });
+    expect(upstream.seen.at(-1)!.headers['expect']).toBeUndefined();
   });
 
   it("does not forward the client's hop-by-hop headers upstream", async () => {
