@@ -72,7 +72,8 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     plugins: [wireEngineEvents],
   });
 
-  function wireEngineEvents(...[server]: Parameters<Plugin<IncomingMessage, ServerResponse>>): void {
+  // httpxy's server type, named through HPM's Plugin so httpxy stays an implementation detail.
+  function wireEngineEvents(server: Parameters<Plugin<IncomingMessage, ServerResponse>>[0]): void {
     server.on('proxyReq', (proxyReq, req) => {
       const exchange = exchangeOf(req);
       if (exchange) exchange.proxyReq = proxyReq;
