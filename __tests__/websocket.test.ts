@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { createProxy, type HonestProxy, type ProxyOptions } from '../src/index.ts';
 import { captureLogs } from './helpers/logs.ts';
+import { startRawUpstream } from './helpers/raw-upstream.ts';
 import { closedPort, listen, startRawServer, type Running } from './helpers/servers.ts';
 
 interface Refused {
@@ -176,6 +177,38 @@ describe('WebSocket upgrades', () => {
     expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
     expect(limited.headers['ratelimit-policy']).toBe('2;w=60');
     expect(records.find((r) => r.code === 'RATE_LIMITED')?.message).toMatch(/^RATE_LIMIT /);
+  });
+
+  it('opens every upgrade on a fresh connection, never on a pooled one the upstream may have closed', async () => {
+    // Resets the second request on any connection: an upgrade sent on the
+    // socket pooled by the GET would fail as a 502.
+    const raw = await startRawUpstream({ decide: (e) => (e.onConnection === 2 ? 'reset' : 'answer') });
+    const proxy = createProxy({ routes: { 'raw.localhost': raw.url }, logger });
+    const server = http.createServer((req, res) => proxy(req, res));
+    server.on('upgrade', (req, socket, head) => proxy.upgrade(req, socket, head));
+    const running = await listen(server);
+    fronts.push({ running, proxy });
+    try {
+      const warm = await new Promise<number>((resolve) =>
+        http.get({ port: running.port, host: '127.0.0.1', path: '/warm', headers: { host: 'raw.localhost' } }, (res) => {
+          res.resume();
+          res.once('end', () => resolve(res.statusCode!));
+        }),
+      );
+      expect(warm).toBe(200);
+      // The raw upstream is no WebSocket server: it answers the upgrade with a
+      // plain 200, which passes through. What matters is where it was sent.
+      const answer = await connect(running.port, 'raw.localhost', '/hmr');
+      if (!isRefused(answer)) throw new Error('a plain HTTP upstream cannot upgrade');
+      expect(answer.status).toBe(200);
+      expect(raw.seen.map((e) => [e.path, e.connection, e.onConnection])).toEqual([
+        ['/warm', 1, 1],
+        ['/hmr', 2, 1],
+      ]);
+      expect(records).toEqual([]);
+    } finally {
+      await raw.close();
+    }
   });
 
   it('closes the client when the upstream goes away after the upgrade', async () => {

@@ -61,10 +61,14 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     // Routing is decided before HPM runs; the router only hands over the result,
     // with this request's connection pool and, for a counted body, the stream
     // httpxy must read instead of req.
-    router: (req, _res, perRequest) => {
+    router: (req, res, perRequest) => {
       const exchange = exchangeOf(req)!;
       const target = exchange.route!.target;
-      perRequest.agent = exchange.retried ? false : target.protocol === 'https:' ? agents.https : agents.http;
+      // A fresh connection for a replay (other pooled sockets may be as stale)
+      // and for an upgrade (HPM passes no res): an upgraded socket is never
+      // pooled again, so reusing one only risks the stale-socket race.
+      const fresh = exchange.retried || res === undefined;
+      perRequest.agent = fresh ? false : target.protocol === 'https:' ? agents.https : agents.http;
       if (exchange.bodySource) perRequest.buffer = exchange.bodySource;
       return target;
     },
