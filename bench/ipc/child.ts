@@ -1,0 +1,60 @@
+// The child side of the protocol: announce the listening port, sample RSS, and
+// answer the parent's mark/peak requests. Shared by the upstream and every
+// proxy variant so they are measured and shut down the same way.
+import type { ChildMessage, ParentMessage } from './messages.ts';
+
+const SAMPLE_INTERVAL_MS = 50;
+
+function send(message: ChildMessage): void {
+  process.send?.(message);
+}
+
+/**
+ * Peak RSS since the last mark. Sampling starts at import so the first mark
+ * already has a value; `memoryUsage.rss()` is the same number as
+ * `memoryUsage().rss` without walking the V8 heap spaces on every tick.
+ */
+let peak = process.memoryUsage.rss();
+function sample(): number {
+  const rss = process.memoryUsage.rss();
+  if (rss > peak) peak = rss;
+  return rss;
+}
+// A busy event loop delays ticks, but RSS rarely falls back within 50 ms, so a
+// late sample still sees the high-water mark; unref so it never keeps us alive.
+setInterval(sample, SAMPLE_INTERVAL_MS).unref();
+
+if (!process.send) {
+  console.error('bench child: must be started by bench/run.ts (needs an IPC channel)');
+  process.exit(2);
+}
+
+// If the parent dies without cleaning up (even SIGKILL), the IPC channel
+// closes: leave with it so a run never strands a process.
+process.on('disconnect', () => process.exit(0));
+
+process.on('message', (message: ParentMessage) => {
+  if (message.type === 'mark') {
+    const rss = sample();
+    peak = rss;
+    send({ type: 'marked', rss });
+  } else if (message.type === 'peak') {
+    const rss = sample();
+    send({ type: 'peak', peakRss: peak, rss });
+  } else if (message.type === 'exit') {
+    // process.exit, not a signal: --cpu-prof only writes its profile on a normal exit.
+    process.exit(0);
+  }
+});
+
+/** Runs `start` and reports its port (or its failure) to the parent. */
+export async function announce(start: () => Promise<{ port: number; warnings?: string[] }>): Promise<void> {
+  try {
+    const { port, warnings = [] } = await start();
+    send({ type: 'ready', port, warnings });
+  } catch (err) {
+    const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    // Exit only once the message is out, or the parent sees a bare exit code.
+    process.send?.({ type: 'failed', message } satisfies ChildMessage, () => process.exit(1));
+  }
+}

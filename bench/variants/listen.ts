@@ -1,0 +1,20 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** What a variant module's `start` hands back to the proxy child. */
+export interface StartedVariant {
+  port: number;
+  /** Anything the reader of the results must know, e.g. an option that had to be dropped. */
+  warnings?: string[];
+}
+
+/** Every variant proxies `target`; listening only on loopback, on a port the OS picks. */
+export type StartVariant = (target: string) => Promise<StartedVariant>;
+
+export function listen(handler: http.RequestListener): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = http.createServer(handler);
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+  });
+}
