@@ -59,7 +59,16 @@ export abstract class ProxyError extends Error {
   readonly logFields: Readonly<Record<string, unknown>>;
 
   constructor(message: string, defaultProxyStatus: ProxyStatusErrorType, init: ProxyErrorInit = {}) {
-    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    // A ProxyError is an answer, not a bug: capturing a stack for every 502 or
+    // 429 was the largest single cost on the error path. The cause, when there
+    // is one, keeps its own stack, and that is the one the logs carry.
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
     this.name = new.target.name;
     this.proxyStatus = init.proxyStatus ?? defaultProxyStatus;
     this.headers = Object.freeze({ ...init.headers });

@@ -13,7 +13,8 @@ function removeHopByHop(headers: IncomingHttpHeaders, keep: ReadonlySet<string>)
       if (name && name !== 'transfer-encoding' && !keep.has(name)) delete headers[name];
     }
   }
-  for (const name of HOP_BY_HOP) if (!keep.has(name)) delete headers[name];
+  // Deleting only what is there: most requests carry one of these at most.
+  for (const name of HOP_BY_HOP) if (headers[name] !== undefined && !keep.has(name)) delete headers[name];
 }
 
 const NOTHING = new Set<string>();
