@@ -39,6 +39,30 @@ function failed(err: unknown, child: Child | undefined): Failed {
   return { ok: false, error: crash && !message.includes(crash) ? `${message}; ${crash}` : message };
 }
 
+/**
+ * Runs one measured round. A failure (a proxy that died, a transfer that
+ * broke) is recorded with the proxy's last words instead of ending the run.
+ */
+async function runRound<T extends { ok: true }>(
+  label: string,
+  child: Child | undefined,
+  ctx: Context,
+  measure: () => Promise<T>,
+  describe: (result: T) => string,
+): Promise<T | Failed> {
+  try {
+    const result = await measure();
+    ctx.progress(`${label}: ${describe(result)}`);
+    return result;
+  } catch (err) {
+    // A proxy that died mid-run breaks the client's sockets a moment before its exit is seen.
+    await child?.settle(300);
+    const result = failed(err, child);
+    ctx.progress(`${label}: FAILED ${result.error}`);
+    return result;
+  }
+}
+
 function portOf(child: Child | undefined, ctx: Context): number {
   return child?.port ?? ctx.upstreamPort;
 }
@@ -60,19 +84,18 @@ export async function measureLoad(scenario: LoadScenario, ctx: Context): Promise
     for (let round = 0; round < ctx.settings.rounds; round++) {
       for (const variant of rotate(variants, round)) {
         const child = proxies.get(variant);
-        let result: LoadRound;
-        try {
-          await child?.mark();
-          const sample = await load(portOf(child, ctx), ctx.settings.loadSeconds);
-          const peak = child ? await child.peak() : null;
-          result = { ok: true, ...sample, peakRssMiB: peak === null ? null : toMiB(peak) };
-          ctx.progress(`${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}: ${sample.rps.toFixed(0)} req/s, p99 ${sample.p99} ms`);
-        } catch (err) {
-          // A proxy that died mid-run breaks the client's sockets a moment before its exit is seen.
-          await child?.settle(300);
-          result = failed(err, child);
-          ctx.progress(`${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}: FAILED ${result.error}`);
-        }
+        const result: LoadRound = await runRound(
+          `${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}`,
+          child,
+          ctx,
+          async () => {
+            await child?.mark();
+            const sample = await load(portOf(child, ctx), ctx.settings.loadSeconds);
+            const peak = child ? await child.peak() : null;
+            return { ok: true as const, ...sample, peakRssMiB: peak === null ? null : toMiB(peak) };
+          },
+          (r) => `${r.rps.toFixed(0)} req/s, p99 ${r.p99} ms`,
+        );
         rounds.get(variant)!.push(result);
       }
     }
@@ -107,24 +130,24 @@ export async function measureTransfer(scenario: TransferScenario, ctx: Context):
       for (const variant of ctx.variants) await transfer(portOf(proxies.get(variant), ctx), TRANSFER_WARMUP_BYTES).catch(() => undefined);
       for (const variant of rotate(ctx.variants, round)) {
         const child = proxies.get(variant);
-        let result: TransferRound;
-        try {
-          const baseline = child ? await child.mark() : null;
-          const sample = await transfer(portOf(child, ctx), scenario.bytes);
-          const peak = child ? await child.peak() : null;
-          result = {
-            ok: true,
-            ...sample,
-            baselineMiB: baseline === null ? null : toMiB(baseline),
-            peakRssMiB: peak === null ? null : toMiB(peak),
-            growthMiB: baseline === null || peak === null ? null : toMiB(peak - baseline),
-          };
-          ctx.progress(`${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}: ${sample.mibPerSecond.toFixed(0)} MiB/s, RSS +${result.growthMiB?.toFixed(1) ?? 'n/a'} MiB`);
-        } catch (err) {
-          await child?.settle(300);
-          result = failed(err, child);
-          ctx.progress(`${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}: FAILED ${result.error}`);
-        }
+        const result: TransferRound = await runRound(
+          `${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}`,
+          child,
+          ctx,
+          async () => {
+            const baseline = child ? await child.mark() : null;
+            const sample = await transfer(portOf(child, ctx), scenario.bytes);
+            const peak = child ? await child.peak() : null;
+            return {
+              ok: true as const,
+              ...sample,
+              baselineMiB: baseline === null ? null : toMiB(baseline),
+              peakRssMiB: peak === null ? null : toMiB(peak),
+              growthMiB: baseline === null || peak === null ? null : toMiB(peak - baseline),
+            };
+          },
+          (r) => `${r.mibPerSecond.toFixed(0)} MiB/s, RSS +${r.growthMiB?.toFixed(1) ?? 'n/a'} MiB`,
+        );
         rounds.get(variant)!.push(result);
       }
     } finally {
