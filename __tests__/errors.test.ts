@@ -69,6 +69,7 @@ describe.each(EXPRESS_VERSIONS)('proxy error responses (%s)', (_name, express) =
         if (host === 'stopped.localhost') throw new UpstreamUnavailableError('sandbox stopped', { retryAfterSeconds: 30 });
         if (host === 'deleted.localhost') throw new UpstreamGoneError('sandbox deleted');
         if (host === 'broken.localhost') throw new Error('control plane at 10.1.2.3 said: secret-token-xyz');
+        if (host === 'bad-header.localhost') throw new UpstreamUnavailableError('stopped', { headers: { 'x-note': 'line\r\nbreak' } });
         return host === undefined ? undefined : routes[host];
       },
       logger,
@@ -198,6 +199,18 @@ describe.each(EXPRESS_VERSIONS)('proxy error responses (%s)', (_name, express) =
     expect(cause.stack).toContain('errors.test.ts');
   });
 
+  it('cuts the connection and logs at error when the error response itself cannot be written', async () => {
+    const outcome = await new Promise<string>((resolve) => {
+      const req = http.get({ port: proxy.port, host: '127.0.0.1', path: `${PREFIX}/`, headers: { host: 'bad-header.localhost' } }, (res) => {
+        res.resume();
+        resolve(`answered ${res.statusCode}`);
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => resolve(`cut: ${err.code}`));
+    });
+    expect(outcome).toBe('cut: ECONNRESET');
+    expect(records.find((r) => r.message === 'could not write the error response')).toMatchObject({ level: 'error', host: 'bad-header.localhost' });
+  });
+
   it('echoes a sane client request id on error responses', async () => {
     const res = await request(proxy.server).get(`${PREFIX}/`).set('Host', 'nobody.localhost').set('X-Request-ID', 'req_42');
     expect(res.headers['x-request-id']).toBe('req_42');
@@ -259,6 +272,14 @@ describe.each(EXPRESS_VERSIONS)('error formats and hand-off (%s)', (_name, expre
     const fallback = await request(throwing.server).get(`${PREFIX}/`).set('Host', 'nobody.localhost');
     expect(fallback.status).toBe(404);
     expect(fallback.text).toBe('Not Found');
+
+    // A content type Node would refuse must not crash the process from inside an event handler.
+    const injecting = await start({ errorFormat: () => ({ contentType: 'text/html\r\nSet-Cookie: x=1', body: '<p>hi</p>' }) });
+    const safe = await request(injecting.server).get(`${PREFIX}/`).set('Host', 'refused.localhost');
+    expect(safe.status).toBe(502);
+    expect(safe.text).toBe('Bad Gateway');
+    expect(safe.headers['content-type']).toBe('text/plain; charset=utf-8');
+    expect(safe.headers['set-cookie']).toBeUndefined();
   });
 
   it('proxyStatus names the proxy, and false leaves the header out', async () => {

@@ -7,7 +7,7 @@ import { InternalProxyError, MissingHostError, ProxyError } from './errors.ts';
 import { beginExchange, clientIsGone, exchangeOf, type Exchange, type NextFunction } from './exchange.ts';
 import { checkDeclaredLength, createBodyCounter, hasUndeclaredBody } from './guards/body-limit.ts';
 import { createRateLimitGuard } from './guards/rate-limit.ts';
-import { createDefaultLogger, logProxyError, requestFields, type Logger } from './logging.ts';
+import { createDefaultLogger, describeCause, logProxyError, requestFields, type Logger } from './logging.ts';
 import { resolveOptions, type ProxyOptions } from './options.ts';
 import { assignRequestId } from './request-id.ts';
 import { buildErrorResponse, sendErrorResponse, writeErrorResponseToSocket } from './respond.ts';
@@ -149,7 +149,14 @@ export function createProxy(options: ProxyOptions): HonestProxy {
       exchange.next(error);
       return;
     }
-    sendErrorResponse(client, response);
+    try {
+      sendErrorResponse(client, response);
+    } catch (err) {
+      // E.g. a header value Node refuses, from an error a resolver built. We run
+      // inside an event handler: a throw here would take the process down.
+      logger.error('could not write the error response', { ...requestFields(req, exchange), cause: describeCause(err, true) });
+      client.destroy();
+    }
   }
 
   /** Everything between the request arriving and the engine taking over: guards and routing. */

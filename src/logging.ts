@@ -48,7 +48,8 @@ export function requestFields(req: IncomingMessage, exchange: ExchangeFields): R
   };
 }
 
-function describeCause(cause: unknown, withStack: boolean): Record<string, unknown> | undefined {
+/** A cause as log fields: name, message, code, and the stack when asked. */
+export function describeCause(cause: unknown, withStack: boolean): Record<string, unknown> | undefined {
   if (cause === undefined) return undefined;
   // isNativeError, not instanceof: Node's own errors may come from another realm (vm, jest).
   if (!(cause instanceof Error) && !types.isNativeError(cause)) return { message: String(cause) };

@@ -21,6 +21,8 @@ export interface ResponseSettings {
   requestIdHeader: string | false;
 }
 
+const HEADER_VALUE = /^[\t\x20-\x7e]+$/;
+
 const renderText: ErrorRenderer = (error) => ({ contentType: 'text/plain; charset=utf-8', body: error.statusText });
 
 // Seed 001's shape. `error` is the class's fixed description, never a cause's message.
@@ -45,6 +47,9 @@ export function buildErrorResponse(error: ProxyError, req: IncomingMessage, sett
   let rendered: { contentType: string; body: string | Buffer };
   try {
     rendered = rendererFor(settings.errorFormat)(error, req);
+    // A content type Node would refuse (CR, LF...) would throw in writeHead,
+    // inside an event handler: treated like a renderer that threw.
+    if (typeof rendered?.contentType !== 'string' || !HEADER_VALUE.test(rendered.contentType)) rendered = renderText(error, req);
   } catch {
     rendered = renderText(error, req);
   }
@@ -72,7 +77,7 @@ export function sendErrorResponse(res: ServerResponse, response: ErrorResponse):
 export function writeErrorResponseToSocket(socket: Duplex, response: ErrorResponse): void {
   if (socket.destroyed || !socket.writable) return;
   let head = `HTTP/1.1 ${response.statusCode} ${response.statusText}\r\n`;
-  for (const [name, value] of Object.entries(response.headers)) head += `${name}: ${value}\r\n`;
+  for (const [name, value] of Object.entries(response.headers)) if (name !== 'connection') head += `${name}: ${value}\r\n`;
   head += 'connection: close\r\n\r\n';
   socket.end(Buffer.concat([Buffer.from(head, 'latin1'), response.body]));
 }

@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import type { Request, Response } from 'express';
 import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
 import { GuardUnavailableError, ProxyError, RateLimitedError } from '../errors.ts';
-import type { Logger } from '../logging.ts';
+import { describeCause, type Logger } from '../logging.ts';
 
 type ValueOf<T> = (req: IncomingMessage, res: ServerResponse) => T | Promise<T>;
 
@@ -67,8 +67,8 @@ export function createRateLimitGuard(options: RateLimitOptions, logger: Logger):
       next(new RateLimitedError('rate limit exceeded', { headers, ...(key !== undefined && { logFields: { key: loggableKey(key) } }) }));
     },
     logger: {
-      error: (error, message) => logger.error(message ?? 'rate limiter error', { cause: describe(error) }),
-      warn: (error, message) => logger.warn(message ?? 'rate limiter warning', { cause: describe(error) }),
+      error: (error, message) => logger.error(message ?? 'rate limiter error', { cause: describeCause(error, false) }),
+      warn: (error, message) => logger.warn(message ?? 'rate limiter warning', { cause: describeCause(error, false) }),
     },
   });
 
@@ -82,9 +82,4 @@ export function createRateLimitGuard(options: RateLimitOptions, logger: Logger):
         resolve();
       });
     });
-}
-
-function describe(error: unknown): Record<string, unknown> {
-  const e = error as { name?: unknown; message?: unknown; code?: unknown } | null;
-  return { name: e?.name, message: e?.message ?? String(error), ...(typeof e?.code === 'string' && { code: e.code }) };
 }
