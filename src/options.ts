@@ -201,7 +201,7 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
   if (agent !== undefined && !isAgentOption(agent)) fail(`agent must be an http.Agent or { http?: http.Agent, https?: https.Agent }; got ${show(agent)}`);
 
   return {
-    resolveRoute: asOptionError(() => compileRoutes(routes, parseBodyLimit)),
+    resolveRoute: asOptionError(() => compileRoutes(routes)),
     logger,
     errorFormat,
     proxyStatusName: proxyStatus,

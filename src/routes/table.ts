@@ -8,19 +8,17 @@ export type RouteFunction = (req: IncomingMessage) => Target | undefined | Promi
 /** A record of exact host names, or a function of the request (see `portHostRoutes`). */
 export type Routes = Readonly<Record<string, Target>> | RouteFunction;
 
-type BodyLimitParser = (value: unknown, where: string) => number | false;
-
 /** Finds the route for a request, or throws RouteNotFoundError. */
 export type RouteResolver = (req: IncomingMessage, host: string) => Promise<ResolvedRoute>;
 
 /** Validates the table once, at construction, and returns the per-request lookup. */
-export function compileRoutes(routes: unknown, parseBodyLimit: BodyLimitParser): RouteResolver {
+export function compileRoutes(routes: unknown): RouteResolver {
   if (typeof routes === 'function') {
     const routeFor = routes as RouteFunction;
     return async (req) => {
       const target = await routeFor(req);
       if (target === undefined || target === null) throw new RouteNotFoundError();
-      return normalizeTarget(target, 'the route function result', parseBodyLimit);
+      return normalizeTarget(target, 'the route function result');
     };
   }
   if (typeof routes !== 'object' || routes === null || Array.isArray(routes)) {
@@ -31,7 +29,7 @@ export function compileRoutes(routes: unknown, parseBodyLimit: BodyLimitParser):
     const host = normalizeHost(key);
     if (!host) throw new TypeError(`routes: ${JSON.stringify(key)} is not a host name`);
     if (byHost.has(host)) throw new TypeError(`routes: ${JSON.stringify(key)} names the same host as another entry`);
-    byHost.set(host, normalizeTarget(value, `routes[${JSON.stringify(key)}]`, parseBodyLimit));
+    byHost.set(host, normalizeTarget(value, `routes[${JSON.stringify(key)}]`));
   }
   if (byHost.size === 0) throw new TypeError('routes must name at least one host');
   return async (_req, host) => {

@@ -1,3 +1,5 @@
+import { parseBodyLimit } from '../guards/body-limit.ts';
+
 /** Where a route sends requests: an `http:` or `https:` URL. Its path is prepended. */
 export type TargetUrl = string | URL;
 
@@ -18,7 +20,7 @@ export interface ResolvedRoute {
 }
 
 /** Parses and checks a target; throws a TypeError that says where the bad value came from. */
-export function normalizeTarget(value: unknown, where: string, parseBodyLimit: (value: unknown, where: string) => number | false): ResolvedRoute {
+export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
   if (typeof value === 'string' || value instanceof URL) return { target: parseTargetUrl(value, where) };
   if (typeof value === 'object' && value !== null && 'target' in value) {
     const { target, bodyLimit } = value as RouteTarget;
