@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
 import { classifyUpstreamError } from './classify.ts';
 import { InternalProxyError, MissingHostError, ProxyError } from './errors.ts';
-import { beginExchange, clientIsGone, exchangeOf, type Exchange, type NextFunction } from './exchange.ts';
+import { beginExchange, clientIsGone, exchangeOf, isResponse, type ClientSide, type Exchange, type NextFunction } from './exchange.ts';
 import { checkDeclaredLength, createBodyCounter, hasUndeclaredBody } from './guards/body-limit.ts';
 import { createRateLimitGuard } from './guards/rate-limit.ts';
 import { createDefaultLogger, describeCause, logProxyError, requestFields, type Logger } from './logging.ts';
@@ -27,13 +27,6 @@ export interface HonestProxy {
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Destroys the proxy's own upstream connection pool, so a server can shut down cleanly. */
   close(): void;
-}
-
-/** Where a failure is answered: an HTTP response, or the raw socket of an upgrade. */
-type ClientSide = ServerResponse | Duplex;
-
-function isResponse(side: ClientSide | undefined): side is ServerResponse {
-  return side !== undefined && 'writeHead' in side;
 }
 
 /**
@@ -172,7 +165,6 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     } catch (err) {
       throw err instanceof ProxyError ? err : new InternalProxyError('route resolver failed', { cause: err });
     }
-    exchange.upstream = exchange.route.target.origin;
 
     // Node already answered `100 Continue` to the client; an upstream's interim
     // response would have nowhere to go (nginx drops Expect the same way).
@@ -224,16 +216,20 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     engine.upgrade(req, socket as Socket, head);
   }
 
-  const middleware = function honestProxy(req: IncomingMessage, res: ServerResponse, next?: NextFunction): void {
+  /** Every request, HTTP or upgrade, starts here: its id, then its state. */
+  function open(req: IncomingMessage, next: NextFunction | undefined): Exchange {
     const requestId = config.requestIdHeader === false ? undefined : assignRequestId(req, config.requestIdHeader);
-    const exchange = beginExchange(req, next, requestId);
+    return beginExchange(req, next, requestId);
+  }
+
+  const middleware = function honestProxy(req: IncomingMessage, res: ServerResponse, next?: NextFunction): void {
+    const exchange = open(req, next);
     forward(req, res, exchange).catch((err: unknown) => handleFailure(err, req, res));
   };
 
   return Object.assign(middleware, {
     upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-      const requestId = config.requestIdHeader === false ? undefined : assignRequestId(req, config.requestIdHeader);
-      const exchange = beginExchange(req, undefined, requestId);
+      const exchange = open(req, undefined);
       // A client that resets mid-handshake must not become an unhandled 'error';
       // it is the client's doing, not the upstream's.
       socket.on('error', (err: NodeJS.ErrnoException) =>

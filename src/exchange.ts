@@ -10,8 +10,6 @@ export interface Exchange {
   /** The routing key from the Host header, once it is known to be valid. */
   host: string | undefined;
   route: ResolvedRoute | undefined;
-  /** Origin of the upstream, for logs; never shown to clients. */
-  upstream: string | undefined;
   next: NextFunction | undefined;
   /** The request to the upstream, once httpxy has made it. */
   proxyReq: ClientRequest | undefined;
@@ -33,7 +31,6 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     requestId,
     host: undefined,
     route: undefined,
-    upstream: undefined,
     next,
     proxyReq: undefined,
     bodySource: undefined,
@@ -49,9 +46,16 @@ export function exchangeOf(req: IncomingMessage): Exchange | undefined {
   return (req as WithExchange)[EXCHANGE];
 }
 
+/** Where a failure is answered: an HTTP response, or the raw socket of an upgrade. */
+export type ClientSide = ServerResponse | Duplex;
+
+export function isResponse(client: ClientSide | undefined): client is ServerResponse {
+  return client !== undefined && 'writeHead' in client;
+}
+
 /** True when nobody is left to read an answer: the client hung up (HTTP response or raw upgrade socket). */
-export function clientIsGone(client: ServerResponse | Duplex | undefined): boolean {
+export function clientIsGone(client: ClientSide | undefined): boolean {
   if (!client) return true;
-  if ('writeHead' in client) return client.destroyed || !client.socket || client.socket.destroyed;
+  if (isResponse(client)) return client.destroyed || !client.socket || client.socket.destroyed;
   return client.destroyed;
 }

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { types } from 'node:util';
 import winston from 'winston';
 import type { ProxyError, ProxyErrorCode } from './errors.ts';
+import type { ResolvedRoute } from './routes/target.ts';
 
 export type Logger = winston.Logger;
 
@@ -32,7 +33,8 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
 export interface ExchangeFields {
   requestId: string | undefined;
   host: string | undefined;
-  upstream: string | undefined;
+  /** Once known; its origin is logged as `upstream`, never shown to clients. */
+  route: ResolvedRoute | undefined;
 }
 
 /** The fields every record about one request carries. The query string is left out: it may hold tokens. */
@@ -44,7 +46,7 @@ export function requestFields(req: IncomingMessage, exchange: ExchangeFields): R
     host: exchange.host ?? req.headers.host,
     path: queryStart === -1 ? url : url.slice(0, queryStart),
     requestId: exchange.requestId,
-    ...(exchange.upstream !== undefined && { upstream: exchange.upstream }),
+    ...(exchange.route !== undefined && { upstream: exchange.route.target.origin }),
   };
 }
 
