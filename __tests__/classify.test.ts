@@ -1,4 +1,11 @@
-import { classifyUpstreamError, InternalProxyError, RateLimitedError, UpstreamTimeoutError, UpstreamUnreachableError } from '../src/index.ts';
+import {
+  classifyUpstreamError,
+  InternalProxyError,
+  RateLimitedError,
+  UpstreamProtocolError,
+  UpstreamTimeoutError,
+  UpstreamUnreachableError,
+} from '../src/index.ts';
 
 // Errors shaped as Node raises them (code on an Error). The integration suite
 // produces the common ones for real; these cover codes a loopback test cannot.
@@ -14,7 +21,8 @@ describe('classifyUpstreamError', () => {
     ['EHOSTUNREACH', UpstreamUnreachableError, 'destination_unavailable'],
     ['ECONNRESET', UpstreamUnreachableError, 'connection_terminated'],
     ['EPIPE', UpstreamUnreachableError, 'connection_terminated'],
-    ['HPE_INVALID_CONSTANT', UpstreamUnreachableError, 'http_protocol_error'],
+    ['HPE_INVALID_CONSTANT', UpstreamProtocolError, 'http_protocol_error'],
+    ['HPE_INVALID_STATUS', UpstreamProtocolError, 'http_protocol_error'],
     ['DEPTH_ZERO_SELF_SIGNED_CERT', UpstreamUnreachableError, 'tls_certificate_error'],
     ['ERR_SSL_WRONG_VERSION_NUMBER', UpstreamUnreachableError, 'tls_protocol_error'],
     ['ETIMEDOUT', UpstreamTimeoutError, 'connection_timeout'],

@@ -250,7 +250,7 @@ describe.each(EXPRESS_VERSIONS)('error formats and hand-off (%s)', (_name, expre
     expect(res.body).toEqual({
       statusCode: 502,
       message: 'Bad Gateway',
-      error: 'The upstream server could not be reached or sent an invalid response.',
+      error: 'The upstream server could not be reached.',
     });
     expectNothingLeaked(res.text, String(refusedPort));
   });

@@ -2,6 +2,7 @@ import { types } from 'node:util';
 import {
   InternalProxyError,
   ProxyError,
+  UpstreamProtocolError,
   UpstreamTimeoutError,
   UpstreamUnreachableError,
   type ProxyStatusErrorType,
@@ -51,7 +52,7 @@ export function classifyUpstreamError(err: unknown): ProxyError {
   if (known) return new UpstreamUnreachableError(message, { proxyStatus: known.proxyStatus, cause: err });
 
   // llhttp parse failures: the upstream spoke something that is not HTTP/1.1.
-  if (code?.startsWith('HPE_')) return new UpstreamUnreachableError(message, { proxyStatus: 'http_protocol_error', cause: err });
+  if (code?.startsWith('HPE_')) return new UpstreamProtocolError(message, { cause: err });
   if (code?.startsWith('ERR_TLS_CERT') || code?.includes('CERT_') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT') {
     return new UpstreamUnreachableError(message, { proxyStatus: 'tls_certificate_error', cause: err });
   }

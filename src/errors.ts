@@ -22,11 +22,13 @@ export type ProxyStatusErrorType =
 
 export type ProxyErrorCode =
   | 'MISSING_HOST'
+  | 'BAD_REQUEST'
   | 'ROUTE_NOT_FOUND'
   | 'PAYLOAD_TOO_LARGE'
   | 'RATE_LIMITED'
   | 'UPSTREAM_UNREACHABLE'
   | 'UPSTREAM_TIMEOUT'
+  | 'UPSTREAM_PROTOCOL_ERROR'
   | 'UPSTREAM_UNAVAILABLE'
   | 'UPSTREAM_GONE'
   | 'GUARD_UNAVAILABLE'
@@ -90,6 +92,21 @@ export class MissingHostError extends ProxyError {
   }
 }
 
+/**
+ * A request whose framing or target is ambiguous (two Host lines, a Host that
+ * disagrees with an absolute-form target, Transfer-Encoding on HTTP/1.0...).
+ * Refused before routing, and the connection is closed: where its body ends
+ * cannot be trusted.
+ */
+export class BadRequestError extends ProxyError {
+  readonly statusCode = 400;
+  readonly code = 'BAD_REQUEST';
+  readonly description = 'The request is malformed or ambiguous.';
+  constructor(message = 'bad request', init: ProxyErrorInit = {}) {
+    super(message, 'http_request_error', { ...init, headers: { connection: 'close', ...init.headers } });
+  }
+}
+
 export class RouteNotFoundError extends ProxyError {
   readonly statusCode = 404;
   readonly code = 'ROUTE_NOT_FOUND';
@@ -120,7 +137,7 @@ export class RateLimitedError extends ProxyError {
 export class UpstreamUnreachableError extends ProxyError {
   readonly statusCode = 502;
   readonly code = 'UPSTREAM_UNREACHABLE';
-  readonly description = 'The upstream server could not be reached or sent an invalid response.';
+  readonly description = 'The upstream server could not be reached.';
   constructor(message = 'upstream unreachable', init?: ProxyErrorInit) {
     super(message, 'connection_refused', init);
   }
@@ -132,6 +149,21 @@ export class UpstreamTimeoutError extends ProxyError {
   readonly description = 'The upstream server did not answer in time.';
   constructor(message = 'upstream timed out', init?: ProxyErrorInit) {
     super(message, 'connection_timeout', init);
+  }
+}
+
+/**
+ * The upstream answered, but not with valid HTTP: an invalid status line, a
+ * 101 nobody asked for, a connection closed with no response or in the middle
+ * of the head. 502 like an unreachable upstream, under a code of its own,
+ * because the fix is in the app, not in the network.
+ */
+export class UpstreamProtocolError extends ProxyError {
+  readonly statusCode = 502;
+  readonly code = 'UPSTREAM_PROTOCOL_ERROR';
+  readonly description = 'The upstream server sent an invalid response.';
+  constructor(message = 'invalid upstream response', init?: ProxyErrorInit) {
+    super(message, 'http_protocol_error', init);
   }
 }
 

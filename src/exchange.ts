@@ -1,22 +1,28 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
+import type { RequestTarget } from './request/validate.ts';
 import type { ResolvedRoute } from './routes/target.ts';
+import type { UpstreamHeaderPlan } from './upstream/request-headers.ts';
 
 export type NextFunction = (err?: unknown) => void;
 
 /** What the proxy knows about one request while it is in flight. */
 export interface Exchange {
   requestId: string | undefined;
-  /** The routing key from the Host header, once it is known to be valid. */
-  host: string | undefined;
+  /** Routing key and upstream request-target, once the request was found well-formed. */
+  target: RequestTarget | undefined;
   route: ResolvedRoute | undefined;
+  /** How the upstream's headers differ from the client's; the client's are never edited. */
+  headerPlan: UpstreamHeaderPlan | undefined;
   next: NextFunction | undefined;
   /** The request to the upstream, once httpxy has made it. */
   proxyReq: ClientRequest | undefined;
   /** What httpxy reads the body from when it must be counted on the way; else the request itself. */
   bodySource: Readable | undefined;
-  /** Set when upstream response headers arrived: from then on a failure can only abort. */
-  responseStarted: boolean;
+  /** Set when the upstream's response (or its 101) arrived: no replay after that. */
+  upstreamResponded: boolean;
+  /** Set once a byte of the upstream's response was handed to the client: from then on a failure can only abort. */
+  clientHeadWritten: boolean;
   /** Set when a failure was handled, so a second error event cannot answer twice. */
   failed: boolean;
   /** Set once the request was replayed on a fresh connection (at most once). */
@@ -29,12 +35,14 @@ type WithExchange = IncomingMessage & { [EXCHANGE]?: Exchange };
 export function beginExchange(req: IncomingMessage, next: NextFunction | undefined, requestId: string | undefined): Exchange {
   const exchange: Exchange = {
     requestId,
-    host: undefined,
+    target: undefined,
     route: undefined,
+    headerPlan: undefined,
     next,
     proxyReq: undefined,
     bodySource: undefined,
-    responseStarted: false,
+    upstreamResponded: false,
+    clientHeadWritten: false,
     failed: false,
     retried: false,
   };
@@ -53,9 +61,14 @@ export function isResponse(client: ClientSide | undefined): client is ServerResp
   return client !== undefined && 'writeHead' in client;
 }
 
-/** True when nobody is left to read an answer: the client hung up (HTTP response or raw upgrade socket). */
-export function clientIsGone(client: ClientSide | undefined): boolean {
+/**
+ * True when nobody is left to read an answer. A response's own socket is not
+ * the test: a pipelined request's response has none until the responses ahead
+ * of it are done, yet its client is very much there. The request's socket is
+ * the connection.
+ */
+export function clientIsGone(req: IncomingMessage, client: ClientSide | undefined): boolean {
   if (!client) return true;
-  if (isResponse(client)) return client.destroyed || !client.socket || client.socket.destroyed;
+  if (isResponse(client)) return client.destroyed || req.socket.destroyed;
   return client.destroyed;
 }

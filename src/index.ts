@@ -11,11 +11,13 @@ export { classifyUpstreamError } from './classify.ts';
 export {
   ProxyError,
   MissingHostError,
+  BadRequestError,
   RouteNotFoundError,
   PayloadTooLargeError,
   RateLimitedError,
   UpstreamUnreachableError,
   UpstreamTimeoutError,
+  UpstreamProtocolError,
   UpstreamUnavailableError,
   UpstreamGoneError,
   GuardUnavailableError,

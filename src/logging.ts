@@ -19,6 +19,8 @@ export function createDefaultLogger(): Logger {
 // trouble is a warning; only our own bugs are errors.
 const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'> = {
   MISSING_HOST: 'debug',
+  // An ambiguous request is worth seeing: it is how smuggling attempts look.
+  BAD_REQUEST: 'info',
   ROUTE_NOT_FOUND: 'debug',
   UPSTREAM_GONE: 'debug',
   PAYLOAD_TOO_LARGE: 'info',
@@ -26,13 +28,15 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   UPSTREAM_UNAVAILABLE: 'info',
   UPSTREAM_UNREACHABLE: 'warn',
   UPSTREAM_TIMEOUT: 'warn',
+  UPSTREAM_PROTOCOL_ERROR: 'warn',
   GUARD_UNAVAILABLE: 'error',
   INTERNAL_PROXY_ERROR: 'error',
 };
 
 export interface ExchangeFields {
   requestId: string | undefined;
-  host: string | undefined;
+  /** Once the request was found well-formed; its host is the routing key. */
+  target: { host: string } | undefined;
   /** Once known; its origin is logged as `upstream`, never shown to clients. */
   route: ResolvedRoute | undefined;
 }
@@ -43,7 +47,7 @@ export function requestFields(req: IncomingMessage, exchange: ExchangeFields): R
   const queryStart = url.indexOf('?');
   return {
     method: req.method,
-    host: exchange.host ?? req.headers.host,
+    host: exchange.target?.host ?? req.headers.host,
     path: queryStart === -1 ? url : url.slice(0, queryStart),
     requestId: exchange.requestId,
     ...(exchange.route !== undefined && { upstream: exchange.route.target.origin }),

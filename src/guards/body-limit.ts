@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import bytes from 'bytes';
 import { PayloadTooLargeError } from '../errors.ts';
 
@@ -54,4 +54,22 @@ export function createBodyCounter(limit: number): Transform {
       callback(null, chunk);
     },
   });
+}
+
+/**
+ * The body-size guard: a declared body over the limit is refused before a
+ * byte of it is read; a chunked one is counted on its way, and `onOverflow`
+ * gets the PayloadTooLargeError before the chunk that crosses the limit is
+ * forwarded. Returns the stream the engine must read instead of req, if any.
+ */
+export function limitBody(req: IncomingMessage, limit: number | false, onOverflow: (err: PayloadTooLargeError) => void): Readable | undefined {
+  if (limit === false) return undefined;
+  checkDeclaredLength(req, limit);
+  if (!hasUndeclaredBody(req)) return undefined;
+  const counter = createBodyCounter(limit);
+  counter.once('error', (err: PayloadTooLargeError) => {
+    req.unpipe(counter);
+    onOverflow(err);
+  });
+  return req.pipe(counter);
 }

@@ -1,0 +1,149 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
+import { UpstreamProtocolError } from '../errors.ts';
+import { exchangeOf, type Exchange } from '../exchange.ts';
+import type { FailureHandler } from '../failure.ts';
+import { requestFields, type Logger } from '../logging.ts';
+import type { UpstreamAgents } from './agent.ts';
+import { applyRemovals } from './request-headers.ts';
+import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
+import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
+
+/** The one module that knows http-proxy-middleware and httpxy. */
+export interface Engine {
+  web(req: IncomingMessage, res: ServerResponse): void;
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+export interface EngineSettings {
+  agents: UpstreamAgents;
+  changeOrigin: boolean;
+  timeouts: ExchangeTimeouts;
+  logger: Logger;
+  fail: FailureHandler;
+}
+
+/**
+ * httpxy's target for one request: the route's origin, and as its path the
+ * whole request-target, already joined to the route's own path. With
+ * `ignorePath` httpxy sends that path byte for byte: no `/` put before `*` or
+ * before an absolute-form URL, no dot segments resolved. (A plain object
+ * rather than a URL: a URL would normalise the path; and IPv6 hosts unbracketed,
+ * as HPM does for URL targets.)
+ */
+export function upstreamTarget(target: URL, path: string) {
+  let pathname = path;
+  if (path !== '*') {
+    const base = target.pathname.endsWith('/') ? target.pathname.slice(0, -1) : target.pathname;
+    pathname = base + path;
+    if (target.search) pathname = pathname.includes('?') ? pathname.replace('?', `${target.search}&`) : pathname + target.search;
+  }
+  const hostname = target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname;
+  return { protocol: target.protocol, host: target.host, hostname, port: target.port, pathname };
+}
+
+export function createEngine({ agents, changeOrigin, timeouts, logger, fail }: EngineSettings): Engine {
+  const middleware = createProxyMiddleware<IncomingMessage, ServerResponse>({
+    // Every default plugin goes: HPM's error page maps ECONNREFUSED to 504 and
+    // echoes host and path, and its logger prints the upstream address.
+    ejectPlugins: true,
+    // Routing and header decisions are made before HPM runs; the router only
+    // hands them over with this request's connection pool and, for a counted
+    // body, the stream httpxy must read instead of req.
+    router: (req, res, perRequest) => {
+      const exchange = exchangeOf(req)!;
+      // A fresh connection for a replay (other pooled sockets may be as stale)
+      // and for an upgrade (HPM passes no res): an upgraded socket is never
+      // pooled again, so reusing one only risks the stale-socket race.
+      const fresh = exchange.retried || res === undefined;
+      const target = exchange.route!.target;
+      perRequest.agent = fresh ? false : target.protocol === 'https:' ? agents.https : agents.http;
+      if (exchange.bodySource) perRequest.buffer = exchange.bodySource;
+      perRequest.headers = exchange.headerPlan!.set;
+      perRequest.ignorePath = true;
+      return upstreamTarget(target, exchange.target!.path);
+    },
+    changeOrigin,
+    plugins: [wireEngineEvents],
+  });
+
+  /**
+   * httpxy's own response handling is replaced (see relayResponse): it
+   * destroys the client's connection when the upstream's body ends early,
+   * even before a byte reached the client, and writes whatever status line the
+   * upstream sent.
+   */
+  function takeOverResponse(proxyReq: Parameters<typeof armTimeouts>[0], req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
+    const failHere = (err: unknown) => fail(err, req, res);
+    proxyReq.removeAllListeners('response');
+    proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, fail: failHere }));
+    proxyReq.on('information', (info) => relayEarlyHints(info, req, res));
+    // Node leaves a request hanging on a 101 it did not ask for unless someone listens.
+    proxyReq.on('upgrade', (_proxyRes, socket) => {
+      exchange.upstreamResponded = true;
+      socket.destroy();
+      failHere(new UpstreamProtocolError('101 Switching Protocols to a request that asked for no upgrade'));
+    });
+    // The last word: a request that closes with no response and no error
+    // would otherwise leave its client waiting forever.
+    proxyReq.once('close', () => {
+      if (exchange.upstreamResponded || exchange.proxyReq !== proxyReq) return;
+      failHere(new UpstreamProtocolError('upstream connection closed with no response'));
+    });
+  }
+
+  // httpxy's server type, named through HPM's Plugin so httpxy stays an implementation detail.
+  function wireEngineEvents(server: Parameters<Plugin<IncomingMessage, ServerResponse>>[0]): void {
+    server.on('proxyReq', (proxyReq, req, res) => {
+      const exchange = exchangeOf(req)!;
+      exchange.proxyReq = proxyReq;
+      applyRemovals(proxyReq, exchange.headerPlan!);
+      // Before the clocks: taking over drops every 'response' listener there is so far.
+      takeOverResponse(proxyReq, req, res, exchange);
+      armTimeouts(proxyReq, timeouts);
+    });
+    server.on('proxyReqWs', (proxyReq, req, socket) => {
+      const exchange = exchangeOf(req)!;
+      exchange.proxyReq = proxyReq;
+      applyRemovals(proxyReq, exchange.headerPlan!);
+      armTimeouts(proxyReq, timeouts);
+      // Ahead of httpxy, which writes a refusal's status line to the socket as it came.
+      proxyReq.prependListener('response', (proxyRes) => {
+        exchange.upstreamResponded = true;
+        const problem = statusLineProblem(proxyRes);
+        if (!problem) {
+          exchange.clientHeadWritten = true;
+          return;
+        }
+        proxyRes.on('error', () => {});
+        proxyReq.destroy();
+        fail(new UpstreamProtocolError(problem), req, socket);
+      });
+      proxyReq.once('upgrade', () => {
+        exchange.upstreamResponded = true;
+        exchange.clientHeadWritten = true;
+      });
+    });
+    server.on('error', (err, req, res) => {
+      if (req) fail(err, req, res);
+    });
+    // httpxy's name for "the client hung up while we were proxying".
+    server.on('econnreset', (_err, req) => {
+      const exchange = exchangeOf(req);
+      if (exchange) logger.debug('client closed request', requestFields(req, exchange));
+    });
+  }
+
+  return {
+    web(req, res) {
+      void middleware(req, res, (err) => {
+        if (err) fail(err, req, res);
+      });
+    },
+    upgrade(req, socket, head) {
+      middleware.upgrade(req, socket as Socket, head);
+    },
+  };
+}

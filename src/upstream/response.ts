@@ -1,0 +1,153 @@
+import type { ClientRequest, IncomingMessage, InformationEvent, ServerResponse } from 'node:http';
+import { settleUnreadBody } from '../client/body.ts';
+import { UpstreamProtocolError, UpstreamUnreachableError } from '../errors.ts';
+import type { Exchange } from '../exchange.ts';
+import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
+
+// RFC 9112 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * What is wrong with an upstream's final status line, if anything. Node's
+ * parser takes any three digits (`000`, `099`, `600`) and control characters
+ * in the reason phrase; Node's server would throw on writing either back out.
+ */
+export function statusLineProblem(proxyRes: IncomingMessage): string | undefined {
+  const status = proxyRes.statusCode ?? 0;
+  if (status < 200 || status > 599) return `invalid status code ${String(status).padStart(3, '0')}`;
+  if (!REASON_PHRASE.test(proxyRes.statusMessage ?? '')) return 'control character in the reason phrase';
+  return undefined;
+}
+
+function isChunkedOnly(value: string): boolean {
+  return value.trim().toLowerCase() === 'chunked';
+}
+
+/**
+ * The upstream's field lines as sent (names in their case, repeats kept), less
+ * what belongs to the upstream connection: hop-by-hop fields and those its
+ * Connection header names. Transfer-Encoding is framing; the client side's is
+ * Node's to choose, unless the upstream applied a coding besides chunked,
+ * which the client must be told of (HTTP/1.1 clients only).
+ */
+function clientFieldLines(proxyRes: IncomingMessage, req: IncomingMessage): string[] {
+  const raw = proxyRes.rawHeaders;
+  let listed: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') (listed ??= []).push(...connectionTokens(raw[i + 1]));
+  }
+  const status = proxyRes.statusCode!;
+  const keepCodings = req.httpVersion !== '1.0' && status !== 204 && status !== 304;
+  const lines: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (lower === 'transfer-encoding') {
+      if (keepCodings && !isChunkedOnly(raw[i + 1]!) && /(?:^|,)\s*chunked\s*$/i.test(raw[i + 1]!)) lines.push(name, raw[i + 1]!);
+      continue;
+    }
+    if (HOP_BY_HOP.has(lower) || listed?.includes(lower)) continue;
+    lines.push(name, raw[i + 1]!);
+  }
+  return lines;
+}
+
+// An event stream's client needs the head at once (its `open`), not with the first event.
+function isEventStream(proxyRes: IncomingMessage): boolean {
+  const type = proxyRes.headers['content-type'];
+  return typeof type === 'string' && type.toLowerCase().startsWith('text/event-stream');
+}
+
+export interface RelayContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  exchange: Exchange;
+  proxyReq: ClientRequest;
+  fail: (err: unknown) => void;
+}
+
+/**
+ * Hands the upstream's response to the client, untouched but for hop-by-hop
+ * fields. The rule for an upstream that fails part way: until the head is
+ * written to the client, nothing is lost and the client gets a 502; after,
+ * only an abort is honest. The head goes out with the first body byte (or at
+ * the end of an empty body; at once for an event stream), so an upstream that
+ * dies between its head and its body is a 502, never a silent empty 200.
+ */
+export function relayResponse(proxyRes: IncomingMessage, context: RelayContext): void {
+  const { req, res, exchange, proxyReq, fail } = context;
+  exchange.upstreamResponded = true;
+  // Failures are read from 'close' below; an 'error' nobody listens to would crash the process.
+  proxyRes.on('error', () => {});
+
+  const problem = statusLineProblem(proxyRes);
+  if (problem) {
+    // The socket is not reused: whatever else it carries cannot be trusted.
+    proxyReq.destroy();
+    fail(new UpstreamProtocolError(problem));
+    return;
+  }
+
+  const lines = clientFieldLines(proxyRes, req);
+  const writeHead = (): boolean => {
+    try {
+      res.writeHead(proxyRes.statusCode!, proxyRes.statusMessage, lines);
+    } catch (err) {
+      for (const name of res.getHeaderNames()) res.removeHeader(name);
+      proxyReq.destroy();
+      fail(new UpstreamProtocolError('response head the client side refuses', { cause: err }));
+      return false;
+    }
+    exchange.clientHeadWritten = true;
+    return true;
+  };
+
+  proxyRes.once('close', () => {
+    if (proxyRes.complete) return;
+    fail(new UpstreamUnreachableError('upstream closed the connection mid-response', { proxyStatus: 'connection_terminated', cause: proxyRes.errored ?? undefined }));
+  });
+  proxyRes.once('end', () => {
+    // The upstream answered before it read the whole body: the rest is unwanted,
+    // and the upstream connection, with a request half sent, is done.
+    if (!proxyReq.writableFinished) {
+      settleUnreadBody(req, res);
+      proxyReq.destroy();
+    }
+    if (!exchange.clientHeadWritten && writeHead()) res.end();
+  });
+
+  if (isEventStream(proxyRes)) {
+    if (!writeHead()) return;
+    res.flushHeaders();
+    proxyRes.pipe(res);
+    return;
+  }
+  proxyRes.once('data', (chunk: Buffer) => {
+    if (!writeHead()) return;
+    res.write(chunk);
+    proxyRes.pipe(res);
+  });
+}
+
+/**
+ * `103 Early Hints` go on to the client (HTTP/1.1 and later; RFC 9110 15.2
+ * forbids 1xx to HTTP/1.0). Other interim responses stay with Node's client,
+ * which waits for the final one; `100 Continue` was answered to the client by
+ * Node already.
+ */
+export function relayEarlyHints(info: InformationEvent, req: IncomingMessage, res: ServerResponse): void {
+  if (info.statusCode !== 103 || req.httpVersion === '1.0' || res.headersSent) return;
+  const hints: Record<string, string[]> = {};
+  for (let i = 0; i < info.rawHeaders.length; i += 2) {
+    const lower = info.rawHeaders[i]!.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) continue;
+    (hints[lower] ??= []).push(info.rawHeaders[i + 1]!);
+  }
+  // Node sends no 103 without a Link; a hint is an optimisation, never worth an error.
+  if (!hints.link) return;
+  try {
+    res.writeEarlyHints(hints);
+  } catch {
+    /* a hint the client side refuses is dropped */
+  }
+}
