@@ -19,6 +19,8 @@ export interface Exchange {
   proxyReq: ClientRequest | undefined;
   /** What httpxy reads the body from when it must be counted on the way; else the request itself. */
   bodySource: Readable | undefined;
+  /** The upstream's response, once it arrived. */
+  upstreamResponse: IncomingMessage | undefined;
   /** Set when the upstream's response (or its 101) arrived: no replay after that. */
   upstreamResponded: boolean;
   /** Set once a byte of the upstream's response was handed to the client: from then on a failure can only abort. */
@@ -41,6 +43,7 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     next,
     proxyReq: undefined,
     bodySource: undefined,
+    upstreamResponse: undefined,
     upstreamResponded: false,
     clientHeadWritten: false,
     failed: false,

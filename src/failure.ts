@@ -25,6 +25,16 @@ export function createFailureHandler({ config, logger, replay }: FailureSettings
   return function handleFailure(err, req, client) {
     const exchange = exchangeOf(req) ?? beginExchange(req, undefined, undefined);
     if (exchange.failed) return;
+    // Bytes after a complete response fail the upstream connection, not this
+    // exchange: the response is whole and goes on (RFC 9112 6.3: discard
+    // them, never forward them). Node destroys that connection itself.
+    if (exchange.upstreamResponse?.complete) {
+      logger.warn('upstream sent bytes after a complete response; connection discarded', {
+        ...requestFields(req, exchange),
+        cause: describeCause(err, false),
+      });
+      return;
+    }
 
     // The keep-alive race of seed 000: the pooled socket was already closed by
     // the upstream. Replaying once on a new connection is invisible and safe.

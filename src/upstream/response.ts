@@ -76,6 +76,7 @@ export interface RelayContext {
  */
 export function relayResponse(proxyRes: IncomingMessage, context: RelayContext): void {
   const { req, res, exchange, proxyReq, fail } = context;
+  exchange.upstreamResponse = proxyRes;
   exchange.upstreamResponded = true;
   // Failures are read from 'close' below; an 'error' nobody listens to would crash the process.
   proxyRes.on('error', () => {});
@@ -90,10 +91,12 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
 
   const lines = clientFieldLines(proxyRes, req);
   const writeHead = (): boolean => {
+    // The exchange may have failed since (a client gone, a timeout): then the client has its answer.
+    if (exchange.failed || res.headersSent) return false;
     try {
       res.writeHead(proxyRes.statusCode!, proxyRes.statusMessage, lines);
     } catch (err) {
-      for (const name of res.getHeaderNames()) res.removeHeader(name);
+      if (!res.headersSent) for (const name of res.getHeaderNames()) res.removeHeader(name);
       proxyReq.destroy();
       fail(new UpstreamProtocolError('response head the client side refuses', { cause: err }));
       return false;

@@ -1,0 +1,330 @@
+import net from 'node:net';
+import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
+import { captureLogs, type LogRecord } from './helpers/logs.ts';
+import {
+  DESTROY,
+  END,
+  header,
+  sendRaw,
+  startScriptedUpstream,
+  wait,
+  type ClientExchange,
+  type ScriptedUpstream,
+  type Step,
+  type UpstreamRequest,
+} from './helpers/scripted-upstream.ts';
+
+/**
+ * An upstream that breaks HTTP on purpose, byte for byte, and a raw client
+ * that reads exactly what the proxy sends back. Whatever the upstream does,
+ * the client gets either the upstream's valid response or a typed 502, never
+ * the upstream's garbage, and the process survives to answer the next request.
+ */
+
+const HOST = 'app.localhost';
+const RESPONSE_TIMEOUT = 500;
+const SMUGGLED = 'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSMUGGL';
+
+// A crash in a proxy handler must not go unnoticed. Jest gives the test file
+// its own copy of `process`, whose listeners the real process never calls; a
+// function made by a Node core module's realm sees the real one.
+const realProcess = new (net.Socket.constructor as FunctionConstructor)('return process')() as NodeJS.Process;
+const uncaught: unknown[] = [];
+const onUncaught = (err: unknown) => uncaught.push(err);
+
+beforeAll(() => {
+  realProcess.on('uncaughtException', onUncaught);
+  realProcess.on('unhandledRejection', onUncaught);
+});
+afterAll(() => {
+  realProcess.off('uncaughtException', onUncaught);
+  realProcess.off('unhandledRejection', onUncaught);
+});
+
+function get(path: string, extra = '', version = '1.1'): string {
+  return `GET ${PREFIX}${path} HTTP/${version}\r\nHost: ${HOST}\r\n${extra}\r\n`;
+}
+
+/** The normal answer: names the connection and the request's place on it. */
+function okReply(request: UpstreamRequest): Step[] {
+  const body = `ok c${request.connection} r${request.onConnection}`;
+  return [`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`];
+}
+
+interface Setup {
+  upstream: ScriptedUpstream;
+  proxy: ProxyApp;
+  records: LogRecord[];
+  close(): Promise<void>;
+}
+
+describe.each(EXPRESS_VERSIONS)('a hostile upstream (%s)', (_name, express) => {
+  const open: Setup[] = [];
+
+  /** `hostile` answers every request but `/ok`, which gets the normal answer. */
+  async function setup(hostile: (request: UpstreamRequest) => Step[]): Promise<Setup> {
+    const upstream = await startScriptedUpstream((request) => (request.target === '/ok' ? okReply(request) : hostile(request)));
+    const { logger, records } = captureLogs('debug');
+    const proxy = await startProxyApp(express, {
+      routes: { [HOST]: upstream.url },
+      logger,
+      timeouts: { connect: 500, response: RESPONSE_TIMEOUT, idle: 2_000 },
+    });
+    const running: Setup = { upstream, proxy, records, close: async () => void (await Promise.all([proxy.close(), upstream.close()])) };
+    open.push(running);
+    return running;
+  }
+
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((s) => s.close()));
+  });
+
+  /** The proxy is alive and well: a normal request through it is answered 200 by the upstream. */
+  async function expectAlive({ proxy, upstream }: Setup): Promise<UpstreamRequest> {
+    const before = upstream.requests.length;
+    const ex = await sendRaw(proxy.port, get('/ok'), { lingerMs: 30 });
+    expect(ex.final?.status).toBe(200);
+    expect(ex.final?.complete).toBe(true);
+    const served = upstream.requests.slice(before).find((r) => r.target === '/ok');
+    expect(served).toBeDefined();
+    expect(ex.final?.body.toString('latin1')).toBe(`ok c${served!.connection} r${served!.onConnection}`);
+    expect(ex.responses).toHaveLength(1);
+    expect(ex.leftover.length).toBe(0);
+    return served!;
+  }
+
+  function expectBadGateway(ex: ClientExchange, proxyStatus: string): void {
+    expect(ex.timedOut).toBe(false);
+    expect(ex.final?.statusLine).toBe('HTTP/1.1 502 Bad Gateway');
+    expect(ex.final?.complete).toBe(true);
+    expect(ex.final?.body.toString('latin1')).toBe('Bad Gateway');
+    expect(header(ex.final, 'proxy-status')).toBe(`proxy; error=${proxyStatus}`);
+    expect(ex.responses).toHaveLength(1);
+    expect(ex.leftover.length).toBe(0);
+  }
+
+  function expectNoErrorRecords(records: LogRecord[]): void {
+    expect(records.filter((r) => r.level === 'error')).toEqual([]);
+  }
+
+  function protocolErrorRecord(records: LogRecord[]): LogRecord | undefined {
+    return records.find((r) => r.code === 'UPSTREAM_PROTOCOL_ERROR');
+  }
+
+  // 1
+  it.each(['000', '099', '600', '1000'])('502 http_protocol_error for the invalid status code %s', async (code) => {
+    const s = await setup(() => [`HTTP/1.1 ${code} OK\r\nContent-Length: 2\r\n\r\nhi`]);
+    const ex = await sendRaw(s.proxy.port, get('/bad-status'));
+    expectBadGateway(ex, 'http_protocol_error');
+    expect(ex.text).not.toContain(`${code} OK`);
+    expect(protocolErrorRecord(s.records)).toMatchObject({ level: 'warn', status: 502, code: 'UPSTREAM_PROTOCOL_ERROR', proxyStatus: 'http_protocol_error' });
+    expectNoErrorRecords(s.records);
+    const served = await expectAlive(s);
+    // The connection that carried the invalid response is not reused.
+    expect(served.connection).not.toBe(s.upstream.requests[0]!.connection);
+  });
+
+  // 2
+  it.each([
+    ['\\x01', 'O\x01K', 0x01],
+    ['\\x7f', 'O\x7fK', 0x7f],
+  ])('502 http_protocol_error for a reason phrase with the control character %s, which never reaches the client', async (_label, reason, byte) => {
+    const s = await setup(() => [`HTTP/1.1 200 ${reason}\r\nContent-Length: 2\r\n\r\nhi`]);
+    const ex = await sendRaw(s.proxy.port, get('/bad-reason'), { lingerMs: 50 });
+    expectBadGateway(ex, 'http_protocol_error');
+    expect(ex.raw.includes(byte)).toBe(false);
+    expect(protocolErrorRecord(s.records)).toMatchObject({ level: 'warn', status: 502, code: 'UPSTREAM_PROTOCOL_ERROR' });
+    expectNoErrorRecords(s.records);
+    const served = await expectAlive(s);
+    expect(served.connection).not.toBe(s.upstream.requests[0]!.connection);
+  });
+
+  // 3
+  it.each<[string, Step[]]>([
+    ['the connection kept open', ['SSH-2.0-OpenSSH_9.2\r\n']],
+    ['the connection then closed', ['SSH-2.0-OpenSSH_9.2\r\n', END]],
+  ])('502 UPSTREAM_PROTOCOL_ERROR (not UNREACHABLE) for bytes that are not HTTP, %s', async (_label, steps) => {
+    const s = await setup(() => steps);
+    const ex = await sendRaw(s.proxy.port, get('/ssh'));
+    expectBadGateway(ex, 'http_protocol_error');
+    expect(ex.text).not.toContain('SSH');
+    expect(protocolErrorRecord(s.records)).toMatchObject({ level: 'warn', status: 502, code: 'UPSTREAM_PROTOCOL_ERROR' });
+    expect(s.records.filter((r) => r.code === 'UPSTREAM_UNREACHABLE')).toEqual([]);
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+
+  // 4
+  it('502 at once for a 101 to a request that asked for no upgrade, and the upstream connection is closed', async () => {
+    const s = await setup(() => ['HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n']);
+    const ex = await sendRaw(s.proxy.port, get('/plain'));
+    expectBadGateway(ex, 'http_protocol_error');
+    expect(ex.msUntil('HTTP/1.1 502')).toBeLessThan(RESPONSE_TIMEOUT);
+    expect(ex.text).not.toContain('101');
+    const asked = s.upstream.requests[0]!;
+    expect(asked.headers.find(([name]) => name === 'upgrade')).toBeUndefined();
+    expect(protocolErrorRecord(s.records)).toMatchObject({ level: 'warn', status: 502, code: 'UPSTREAM_PROTOCOL_ERROR' });
+    expectNoErrorRecords(s.records);
+    // The script never closes: only the proxy can have closed it.
+    expect(await s.upstream.closed(asked.connection, 1_000)).toBe(true);
+    const connection = s.upstream.connections[asked.connection - 1]!;
+    expect(connection.closedByScript).toBe(false);
+    expect(connection.peerEnded || connection.peerReset).toBe(true);
+    const served = await expectAlive(s);
+    expect(served.connection).not.toBe(asked.connection);
+  });
+
+  // 5
+  const LINK = '</style.css>; rel=preload; as=style';
+  const EARLY_HINTS = `HTTP/1.1 103 Early Hints\r\nLink: ${LINK}\r\n\r\n`;
+  const HELLO = 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello';
+
+  it('relays 103 Early Hints with its Link to an HTTP/1.1 client, then the 200', async () => {
+    const s = await setup(() => [EARLY_HINTS, wait(50), HELLO]);
+    const ex = await sendRaw(s.proxy.port, get('/hints'), { lingerMs: 30 });
+    expect(ex.timedOut).toBe(false);
+    expect(ex.responses.map((r) => r.status)).toEqual([103, 200]);
+    expect(ex.responses[0]!.statusLine).toBe('HTTP/1.1 103 Early Hints');
+    expect(header(ex.responses[0], 'link')).toBe(LINK);
+    expect(ex.final?.body.toString('latin1')).toBe('hello');
+    expect(ex.final?.complete).toBe(true);
+    expect(ex.leftover.length).toBe(0);
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+
+  it('sends no 103 to an HTTP/1.0 client, only the 200', async () => {
+    const s = await setup(() => [EARLY_HINTS, wait(50), HELLO]);
+    const ex = await sendRaw(s.proxy.port, get('/hints', '', '1.0'), { lingerMs: 30 });
+    expect(ex.timedOut).toBe(false);
+    expect(ex.responses.map((r) => r.status)).toEqual([200]);
+    expect(ex.text).not.toContain('103');
+    expect(ex.final?.body.toString('latin1')).toBe('hello');
+    expect(ex.final?.complete).toBe(true);
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+
+  it('passes over 102 Processing: the client gets the 200, no 102 and no hang', async () => {
+    const s = await setup(() => ['HTTP/1.1 102 Processing\r\n\r\n', wait(50), HELLO]);
+    const ex = await sendRaw(s.proxy.port, get('/slow'), { lingerMs: 30 });
+    expect(ex.timedOut).toBe(false);
+    expect(ex.responses.map((r) => r.status)).toEqual([200]);
+    expect(ex.text).not.toContain('102');
+    expect(ex.final?.body.toString('latin1')).toBe('hello');
+    expect(ex.final?.complete).toBe(true);
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+
+  it('passes over an unsolicited 100 Continue: the client gets the 200', async () => {
+    const s = await setup(() => ['HTTP/1.1 100 Continue\r\n\r\n', wait(20), HELLO]);
+    const ex = await sendRaw(s.proxy.port, get('/eager'), { lingerMs: 30 });
+    expect(ex.timedOut).toBe(false);
+    expect(ex.responses.map((r) => r.status)).toEqual([200]);
+    expect(ex.text).not.toContain('100 Continue');
+    expect(ex.final?.body.toString('latin1')).toBe('hello');
+    expect(ex.final?.complete).toBe(true);
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+
+  // 6
+  const HI = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi';
+  const NO_CONTENT = 'HTTP/1.1 204 No Content\r\n\r\n';
+  const NOT_MODIFIED = 'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\n\r\n';
+  const HEAD_ANSWER = 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n';
+  it.each<[string, string, Step[], string, string, string]>([
+    ['a 200 (same write)', 'GET', [HI + SMUGGLED], 'HTTP/1.1 200 OK', 'hi', 'SMUGGL'],
+    ['a 200 (20 ms later)', 'GET', [HI, wait(20), SMUGGLED], 'HTTP/1.1 200 OK', 'hi', 'SMUGGL'],
+    // Not in the brief's list: junk that is not HTTP at all, in the same segment as a complete 200.
+    ['a 200 (same write, bytes that are not HTTP)', 'GET', [HI + 'bogus'], 'HTTP/1.1 200 OK', 'hi', 'bogus'],
+    ['a 204 (same write)', 'GET', [NO_CONTENT + SMUGGLED], 'HTTP/1.1 204 No Content', '', 'SMUGGL'],
+    ['a 204 (20 ms later)', 'GET', [NO_CONTENT, wait(20), SMUGGLED], 'HTTP/1.1 204 No Content', '', 'SMUGGL'],
+    ['a 304 (same write)', 'GET', [NOT_MODIFIED + SMUGGLED], 'HTTP/1.1 304 Not Modified', '', 'SMUGGL'],
+    ['a 304 (20 ms later)', 'GET', [NOT_MODIFIED, wait(20), SMUGGLED], 'HTTP/1.1 304 Not Modified', '', 'SMUGGL'],
+    ['the answer to a HEAD (same write)', 'HEAD', [HEAD_ANSWER + 'bogus'], 'HTTP/1.1 200 OK', '', 'bogus'],
+    ['the answer to a HEAD (20 ms later)', 'HEAD', [HEAD_ANSWER, wait(20), 'bogus'], 'HTTP/1.1 200 OK', '', 'bogus'],
+  ])('bytes after %s never reach a client, and the connection that carried them is not reused', async (_label, method, steps, statusLine, body, marker) => {
+    const s = await setup(() => steps);
+    const ex = await sendRaw(s.proxy.port, `${method} ${PREFIX}/answer HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { lingerMs: 100 });
+    expect(ex.timedOut).toBe(false);
+    expect(ex.final?.statusLine).toBe(statusLine);
+    expect(ex.final?.complete).toBe(true);
+    expect(ex.final?.body.toString('latin1')).toBe(body);
+    if (method === 'HEAD') expect(header(ex.final, 'content-length')).toBe('5');
+    expect(ex.responses).toHaveLength(1);
+    expect(ex.leftover.length).toBe(0);
+    expect(ex.text).not.toContain(marker);
+
+    const hostile = s.upstream.requests[0]!;
+    expect(hostile.target).toBe('/answer');
+    const served = await expectAlive(s);
+    expect(served.connection).not.toBe(hostile.connection);
+    expect(s.upstream.connections[hostile.connection - 1]!.requests).toHaveLength(1);
+    expectNoErrorRecords(s.records);
+  });
+
+  // 7
+  it.each([
+    ['Content-Length: 10', 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n'],
+    ['Transfer-Encoding: chunked', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n'],
+  ])('a complete 502 connection_terminated, never a 200, when the upstream dies after a %s head and before the body', async (_label, head) => {
+    const s = await setup(() => [head, DESTROY]);
+    const ex = await sendRaw(s.proxy.port, get('/dies'));
+    expectBadGateway(ex, 'connection_terminated');
+    expect(ex.text).not.toContain('200 OK');
+    const record = s.records.find((r) => r.level === 'warn');
+    expect(record).toMatchObject({ status: 502, proxyStatus: 'connection_terminated' });
+    expect(record?.afterResponseStarted).toBeUndefined();
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+
+  it.each([
+    ['Content-Length: 10', 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello'],
+    ['Transfer-Encoding: chunked', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n'],
+  ])('a truncated 200 the client can tell from a complete one when the upstream dies part way through a %s body', async (_label, partial) => {
+    const s = await setup(() => [partial, DESTROY]);
+    const ex = await sendRaw(s.proxy.port, get('/half'));
+    expect(ex.timedOut).toBe(false);
+    expect(ex.final?.statusLine).toBe('HTTP/1.1 200 OK');
+    expect(ex.final?.body.toString('latin1')).toBe('hello');
+    expect(ex.closed).toBe(true);
+    expect(ex.final?.complete).toBe(false);
+    expect(ex.final?.framing).not.toBe('close');
+    expect(s.records.find((r) => r.level === 'warn')).toMatchObject({ status: 502, proxyStatus: 'connection_terminated', afterResponseStarted: true });
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+
+  // 8
+  it('sends an event stream head at once, not held back until the first event', async () => {
+    const s = await setup(() => [
+      'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n',
+      wait(300),
+      '9\r\ndata: 1\n\n\r\n',
+      '0\r\n\r\n',
+    ]);
+    const ex = await sendRaw(s.proxy.port, get('/events', 'Accept: text/event-stream\r\n'));
+    expect(ex.timedOut).toBe(false);
+    expect(ex.final?.status).toBe(200);
+    expect(header(ex.final, 'content-type')).toBe('text/event-stream');
+    expect(ex.final?.body.toString('latin1')).toBe('data: 1\n\n');
+    expect(ex.final?.complete).toBe(true);
+    const headAt = ex.msUntil('\r\n\r\n')!;
+    const eventAt = ex.msUntil('data: 1')!;
+    expect(headAt).toBeLessThan(150);
+    expect(eventAt).toBeGreaterThanOrEqual(250);
+    expect(eventAt - headAt).toBeGreaterThan(200);
+    expectNoErrorRecords(s.records);
+    await expectAlive(s);
+  });
+});
+
+// 9
+it('no hostile upstream raised an uncaught exception or an unhandled rejection in this process', () => {
+  expect(realProcess.pid).toBe(process.pid);
+  expect(realProcess.listeners('uncaughtException')).toContain(onUncaught);
+  expect(uncaught).toEqual([]);
+});
