@@ -1,6 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createAdmission } from './admission.ts';
+import { comesAfterLastRequest, markLastRequest } from './client/connection.ts';
 import { isWebSocketUpgrade, responseOnUpgradeSocket } from './client/upgrade.ts';
 import { BadRequestError } from './errors.ts';
 import { beginExchange, clientIsGone, type ClientSide, type Exchange, type NextFunction } from './exchange.ts';
@@ -54,16 +55,27 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     return beginExchange(req, next, requestId);
   }
 
-  /** True (after a debug record) when the client left while admission was awaiting. */
-  function leftEarly(req: IncomingMessage, client: ClientSide, exchange: Exchange): boolean {
-    const gone = clientIsGone(req, client);
-    if (gone) logger.debug('client closed request', requestFields(req, exchange));
-    return gone;
+  /**
+   * True (after a debug record) when the request must not be forwarded after
+   * all: the client left while admission was awaiting, or the request came on
+   * a connection after its last request and will never be answered.
+   */
+  function notToForward(req: IncomingMessage, client: ClientSide, exchange: Exchange): boolean {
+    if (clientIsGone(req, client)) {
+      logger.debug('client closed request', requestFields(req, exchange));
+      return true;
+    }
+    if (comesAfterLastRequest(req)) {
+      logger.debug('request after the last one on its connection; not forwarded', requestFields(req, exchange));
+      return true;
+    }
+    return false;
   }
 
   async function forward(req: IncomingMessage, res: ServerResponse, exchange: Exchange): Promise<void> {
+    if (!res.shouldKeepAlive) markLastRequest(req);
     await admit(req, res, exchange, false);
-    if (leftEarly(req, res, exchange)) return;
+    if (notToForward(req, res, exchange)) return;
     exchange.bodySource = limitBody(req, exchange.route!.bodyLimit ?? config.bodyLimit, (err) => {
       exchange.proxyReq?.destroy(err);
       handleFailure(err, req, res);
@@ -76,7 +88,7 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     // A real (unsent) ServerResponse holds the headers the limiter sets; they
     // reach the client only through a RateLimitedError's own headers.
     await admit(req, new http.ServerResponse(req), exchange, true);
-    if (leftEarly(req, socket, exchange)) return;
+    if (notToForward(req, socket, exchange)) return;
     engine.upgrade(req, socket, head);
   }
 

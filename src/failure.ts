@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { classifyUpstreamError } from './classify.ts';
 import { settleUnreadBody } from './client/body.ts';
+import { markLastRequest } from './client/connection.ts';
 import { beginExchange, clientIsGone, exchangeOf, isResponse, type ClientSide } from './exchange.ts';
 import { describeCause, logProxyError, requestFields, type Logger } from './logging.ts';
 import type { ResolvedOptions } from './options.ts';
@@ -74,6 +75,7 @@ export function createFailureHandler({ config, logger, replay }: FailureSettings
       return;
     }
     settleUnreadBody(req, client);
+    if (response.headers.connection === 'close') markLastRequest(req);
     if (config.onError === 'next' && exchange.next) {
       exchange.next(error);
       return;

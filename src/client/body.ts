@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { markLastRequest } from './connection.ts';
 
 /**
  * Up to this many declared bytes, a body nobody will read is read and
@@ -19,6 +20,7 @@ export const DRAIN_LIMIT = 64 * 1024;
 export function settleUnreadBody(req: IncomingMessage, res: ServerResponse): void {
   req.unpipe();
   if (!req.complete && !(Number(req.headers['content-length']) <= DRAIN_LIMIT)) {
+    markLastRequest(req);
     if (!res.headersSent) res.setHeader('connection', 'close');
     else
       res.once('finish', () => {

@@ -7,7 +7,7 @@ import { exchangeOf, type Exchange } from '../exchange.ts';
 import type { FailureHandler } from '../failure.ts';
 import { requestFields, type Logger } from '../logging.ts';
 import type { UpstreamAgents } from './agent.ts';
-import { applyRemovals } from './request-headers.ts';
+import { applyRemovals, undoEngineEdits } from './request-headers.ts';
 import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
 
@@ -100,6 +100,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, fail }: E
       const exchange = exchangeOf(req)!;
       exchange.proxyReq = proxyReq;
       applyRemovals(proxyReq, exchange.headerPlan!);
+      undoEngineEdits(req, exchange.headerPlan!);
       // Before the clocks: taking over drops every 'response' listener there is so far.
       takeOverResponse(proxyReq, req, res, exchange);
       armTimeouts(proxyReq, timeouts);

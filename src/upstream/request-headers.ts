@@ -11,6 +11,8 @@ export interface UpstreamHeaderPlan {
   set: Record<string, string>;
   /** Removed from the outgoing request after it is built, before a byte of it is sent. */
   remove: string[];
+  /** Whether the client's request carried a Content-Length (see undoEngineEdits). */
+  clientSentLength: boolean;
 }
 
 // What a client's `Connection: <name>` may never remove: the framing, the
@@ -73,9 +75,18 @@ export function planUpstreamHeaders(req: IncomingMessage, settings: HeaderPlanSe
     remove.push('expect');
   }
   if (settings.requestIdHeader !== false && settings.newRequestId !== undefined) set[settings.requestIdHeader] = settings.newRequestId;
-  return { set, remove };
+  return { set, remove, clientSentLength: headers['content-length'] !== undefined };
 }
 
 export function applyRemovals(proxyReq: ClientRequest, plan: UpstreamHeaderPlan): void {
   for (const name of plan.remove) proxyReq.removeHeader(name);
+}
+
+/**
+ * httpxy writes `content-length: 0` into the client's own headers for a
+ * bodyless DELETE or OPTIONS (some servers wait for a body otherwise). The
+ * upstream keeps it; the client's request gets its own headers back.
+ */
+export function undoEngineEdits(req: IncomingMessage, plan: UpstreamHeaderPlan): void {
+  if (!plan.clientSentLength && req.headers['content-length'] !== undefined) delete req.headers['content-length'];
 }
