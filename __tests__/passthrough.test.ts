@@ -10,7 +10,8 @@ const HOST = 'app.localhost';
 const SWEEP: Array<{ status: number; headers?: Record<string, string>; body?: string }> = [
   { status: 200, headers: { 'content-type': 'text/plain' }, body: 'ok' },
   { status: 204 },
-  { status: 301, headers: { location: '/elsewhere' }, body: 'moved' },
+  // A Location on another site is the app's own business (one at the upstream is rewritten: see in-app.test.ts).
+  { status: 301, headers: { location: 'https://elsewhere.example/moved' }, body: 'moved' },
   { status: 304, headers: { etag: '"v1"' } },
   { status: 400, headers: { 'content-type': 'application/json' }, body: '{"error":"validation failed"}' },
   { status: 401, headers: { 'www-authenticate': 'Bearer realm="app"' }, body: 'who are you' },

@@ -1,23 +1,42 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { bodyWasConsumed, consumedBodyError, reserializeBody } from './client/consumed-body.ts';
 import { InternalProxyError, ProxyError } from './errors.ts';
 import type { Exchange } from './exchange.ts';
 import { createRateLimitGuard } from './guards/rate-limit.ts';
 import type { Logger } from './logging.ts';
 import type { ResolvedOptions } from './options.ts';
 import { readRequestTarget } from './request/validate.ts';
-import { planUpstreamHeaders } from './upstream/request-headers.ts';
+import { trustFor } from './upstream/forwarded.ts';
+import { planUpstreamHeaders, type UpstreamHeaderPlan } from './upstream/request-headers.ts';
 
 /** Resolves when the request may be forwarded; rejects with the ProxyError that refuses it. */
 export type Admission = (req: IncomingMessage, res: ServerResponse, exchange: Exchange, isUpgrade: boolean) => Promise<void>;
 
 /**
+ * A body an earlier middleware already read: refused (500, nothing sent
+ * upstream), or with `consumedBody: 'reserialize'` replaced by `req.body`
+ * encoded again, with its own Content-Length.
+ */
+function replaceConsumedBody(req: IncomingMessage, exchange: Exchange, plan: UpstreamHeaderPlan, mode: ResolvedOptions['consumedBody']): void {
+  if (!bodyWasConsumed(req)) return;
+  if (mode === 'error') throw consumedBodyError();
+  const body = reserializeBody(req);
+  exchange.replacementBody = body;
+  exchange.bodySource = Readable.from([body]);
+  plan.set['content-length'] = String(body.length);
+  // The parser decoded the body: what goes upstream is plain and has a length.
+  for (const name of ['transfer-encoding', 'content-encoding']) if (req.headers[name] !== undefined) plan.remove.push(name);
+}
+
+/**
  * Everything between a request arriving and the engine taking over, in order:
  * is it well-formed, may this client send it now, where does it go, and what
- * does the upstream get as headers. HTTP and WebSocket upgrades alike. No
- * stage opens an upstream connection.
+ * does the upstream get as headers (and body, when a parser took it). HTTP and
+ * WebSocket upgrades alike. No stage opens an upstream connection.
  */
 export function createAdmission(config: ResolvedOptions, logger: Logger): Admission {
-  const rateLimitGuard = config.rateLimit === false ? undefined : createRateLimitGuard(config.rateLimit, logger);
+  const rateLimitGuard = config.rateLimit === false ? undefined : createRateLimitGuard(config.rateLimit, logger, config.trust);
   const { requestIdHeader } = config;
 
   return async function admit(req, res, exchange, isUpgrade) {
@@ -31,11 +50,14 @@ export function createAdmission(config: ResolvedOptions, logger: Logger): Admiss
       throw err instanceof ProxyError ? err : new InternalProxyError('route resolver failed', { cause: err });
     }
 
+    exchange.trust = trustFor(req, config.trust);
     const clientsId = requestIdHeader === false ? undefined : req.headers[requestIdHeader];
     exchange.headerPlan = planUpstreamHeaders(req, {
       isUpgrade,
       requestIdHeader,
       newRequestId: clientsId === exchange.requestId ? undefined : exchange.requestId,
+      forwarded: { mode: config.forwarded, trust: exchange.trust, via: config.via },
     });
+    if (!isUpgrade) replaceConsumedBody(req, exchange, exchange.headerPlan, config.consumedBody);
   };
 }

@@ -1,14 +1,16 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createAdmission } from './admission.ts';
 import { comesAfterLastRequest, markLastRequest } from './client/connection.ts';
-import { isWebSocketUpgrade, responseOnUpgradeSocket } from './client/upgrade.ts';
+import { declaresBody, holdUpgrade, isUnderPath, isWebSocketUpgrade, responseOnUpgradeSocket, takeUpgrade } from './client/upgrade.ts';
 import { BadRequestError } from './errors.ts';
-import { beginExchange, clientIsGone, type ClientSide, type Exchange, type NextFunction } from './exchange.ts';
+import { beginExchange, clientIsGone, exchangeOf, type ClientSide, type Exchange, type NextFunction } from './exchange.ts';
 import { createFailureHandler } from './failure.ts';
 import { limitBody } from './guards/body-limit.ts';
 import { createDefaultLogger, requestFields, type Logger } from './logging.ts';
-import { resolveOptions, type ProxyOptions } from './options.ts';
+import { ProxyOptionsError, resolveOptions, type ProxyOptions } from './options.ts';
+import type { ProxyRequest } from './routes/table.ts';
 import { readRequestId } from './request/request-id.ts';
 import { createUpstreamAgents } from './upstream/agent.ts';
 import { createEngine } from './upstream/engine.ts';
@@ -17,11 +19,20 @@ import { createEngine } from './upstream/engine.ts';
 export interface HonestProxy {
   (req: IncomingMessage, res: ServerResponse, next?: NextFunction): void;
   /**
-   * For `server.on('upgrade', proxy.upgrade)`: the same routes and guards as
-   * HTTP. Upgrades bypass Express, so `req.url` arrives unstripped by any mount
-   * path. An upgrade to anything but WebSocket is served as plain HTTP/1.1.
+   * For `server.on('upgrade', proxy.upgrade)` on a server of the proxy's own:
+   * every upgrade gets the same routes and guards as HTTP, with `req.url` as
+   * sent. An upgrade to anything but WebSocket is served as plain HTTP/1.1.
    */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /**
+   * For a proxy mounted in an Express app:
+   * `server.on('upgrade', proxy.upgradeThrough(app, '/preview'))`. Upgrades at
+   * or below `mountPath` go through the app like any request (its auth and
+   * other middleware gate them, Express strips the mount path), and the proxy
+   * takes the socket when the request reaches it. Upgrades elsewhere are left
+   * alone for the app's own WebSocket server.
+   */
+  upgradeThrough(app: (req: IncomingMessage, res: ServerResponse) => void, mountPath: string): (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** Destroys the proxy's own upstream connection pool, so a server can shut down cleanly. */
   close(): void;
 }
@@ -41,13 +52,13 @@ export interface HonestProxy {
  * app.use('/preview', createProxy({ routes: { 'app.localhost': 'http://127.0.0.1:3000' } }));
  * ```
  */
-export function createProxy(options: ProxyOptions): HonestProxy {
+export function createProxy<Req extends IncomingMessage = ProxyRequest>(options: ProxyOptions<Req>): HonestProxy {
   const config = resolveOptions(options);
   const logger: Logger = config.logger ?? createDefaultLogger();
   const agents = createUpstreamAgents(config.agent);
   const admit = createAdmission(config, logger);
   const handleFailure = createFailureHandler({ config, logger, replay: (req, res) => engine.web(req, res as ServerResponse) });
-  const engine = createEngine({ agents, changeOrigin: config.changeOrigin, timeouts: config.timeouts, logger, fail: handleFailure });
+  const engine = createEngine({ agents, changeOrigin: config.changeOrigin, timeouts: config.timeouts, logger, rewrites: config, fail: handleFailure });
 
   /** Every request, HTTP or upgrade, starts here: its id, then its state. */
   function open(req: IncomingMessage, next: NextFunction | undefined): Exchange {
@@ -76,10 +87,12 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     if (!res.shouldKeepAlive) markLastRequest(req);
     await admit(req, res, exchange, false);
     if (notToForward(req, res, exchange)) return;
-    exchange.bodySource = limitBody(req, exchange.route!.bodyLimit ?? config.bodyLimit, (err) => {
+    const limit = exchange.route!.bodyLimit ?? config.bodyLimit;
+    const counted = limitBody(req, limit, exchange.replacementBody, (err) => {
       exchange.proxyReq?.destroy(err);
       handleFailure(err, req, res);
     });
+    if (counted) exchange.bodySource = counted;
     res.removeHeader('x-powered-by');
     engine.web(req, res);
   }
@@ -92,35 +105,74 @@ export function createProxy(options: ProxyOptions): HonestProxy {
     engine.upgrade(req, socket, head);
   }
 
+  /**
+   * Node leaves an upgrade's socket with no 'error' listener. A client that
+   * resets mid-handshake is the client's doing: a debug record, never an
+   * unhandled 'error' that takes the process down.
+   */
+  function watchUpgradeSocket(req: IncomingMessage, socket: Duplex): void {
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      const exchange = exchangeOf(req);
+      logger.debug('client connection error', { ...(exchange ? requestFields(req, exchange) : { method: req.method }), code: err.code });
+    });
+  }
+
+  function proxyWebSocket(req: IncomingMessage, socket: Duplex, head: Buffer, exchange: Exchange): void {
+    forwardUpgrade(req, socket, head, exchange).catch((err: unknown) => handleFailure(err, req, socket));
+  }
+
   const middleware = function honestProxy(req: IncomingMessage, res: ServerResponse, next?: NextFunction): void {
     const exchange = open(req, next);
-    forward(req, res, exchange).catch((err: unknown) => handleFailure(err, req, res));
-  };
-
-  /** An upgrade the proxy declines is answered as plain HTTP; Node has parsed no body for it, so none may come. */
-  function declineUpgrade(req: IncomingMessage, socket: Duplex, exchange: Exchange): void {
-    const res = responseOnUpgradeSocket(req, socket);
-    const length = req.headers['content-length'];
-    if ((length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined) {
-      handleFailure(new BadRequestError('a body on an upgrade to something other than WebSocket'), req, res);
+    // A WebSocket that came through the app (upgradeThrough): its socket is ours from here.
+    const pending = takeUpgrade(req);
+    if (pending) {
+      res.detachSocket(pending.socket as Socket);
+      proxyWebSocket(req, pending.socket, pending.head, exchange);
       return;
     }
     forward(req, res, exchange).catch((err: unknown) => handleFailure(err, req, res));
+  };
+
+  /**
+   * An upgrade the proxy declines (not WebSocket) is answered as plain HTTP.
+   * Node parses no body on an upgrade request, so one that declares a body is
+   * refused: there is no way to read it.
+   */
+  function declineUpgrade(req: IncomingMessage, socket: Duplex): ServerResponse | undefined {
+    const res = responseOnUpgradeSocket(req, socket);
+    if (!declaresBody(req)) return res;
+    handleFailure(new BadRequestError('a body on an upgrade to something other than WebSocket'), req, res);
+    return undefined;
   }
 
   return Object.assign(middleware, {
     upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-      const exchange = open(req, undefined);
-      // A client that resets mid-handshake must not become an unhandled 'error';
-      // it is the client's doing, not the upstream's.
-      socket.on('error', (err: NodeJS.ErrnoException) =>
-        logger.debug('client connection error', { ...requestFields(req, exchange), code: err.code }),
-      );
-      if (!isWebSocketUpgrade(req)) {
-        declineUpgrade(req, socket, exchange);
+      watchUpgradeSocket(req, socket);
+      if (isWebSocketUpgrade(req)) {
+        proxyWebSocket(req, socket, head, open(req, undefined));
         return;
       }
-      forwardUpgrade(req, socket, head, exchange).catch((err: unknown) => handleFailure(err, req, socket));
+      const res = declineUpgrade(req, socket);
+      if (res) middleware(req, res);
+    },
+    upgradeThrough(app: (req: IncomingMessage, res: ServerResponse) => void, mountPath: string) {
+      if (typeof app !== 'function') throw new ProxyOptionsError(`upgradeThrough(app, mountPath): app must be the Express app (a function (req, res)); got ${typeof app}`);
+      if (typeof mountPath !== 'string' || !mountPath.startsWith('/')) {
+        throw new ProxyOptionsError(`upgradeThrough(app, mountPath): mountPath must be the path the proxy is mounted at, such as '/preview'; got ${JSON.stringify(mountPath)}`);
+      }
+      const prefix = mountPath.replace(/\/+$/, '');
+      return (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+        // Another path's upgrade belongs to someone else (the app's own WebSocket server): not a byte from us.
+        if (!isUnderPath(req.url ?? '/', prefix)) return;
+        watchUpgradeSocket(req, socket);
+        if (isWebSocketUpgrade(req)) {
+          holdUpgrade(req, { socket, head });
+          app(req, responseOnUpgradeSocket(req, socket));
+          return;
+        }
+        const res = declineUpgrade(req, socket);
+        if (res) app(req, res);
+      };
     },
     close(): void {
       if (!agents.owned) return;

@@ -18,7 +18,8 @@ export type ProxyStatusErrorType =
   | 'http_response_timeout'
   | 'tls_protocol_error'
   | 'tls_certificate_error'
-  | 'proxy_internal_error';
+  | 'proxy_internal_error'
+  | 'proxy_configuration_error';
 
 export type ProxyErrorCode =
   | 'MISSING_HOST'
@@ -32,6 +33,7 @@ export type ProxyErrorCode =
   | 'UPSTREAM_UNAVAILABLE'
   | 'UPSTREAM_GONE'
   | 'GUARD_UNAVAILABLE'
+  | 'PROXY_CONFIGURATION'
   | 'INTERNAL_PROXY_ERROR';
 
 export interface ProxyErrorInit {
@@ -76,6 +78,17 @@ export abstract class ProxyError extends Error {
     this.headers = Object.freeze({ ...init.headers });
     this.logFields = Object.freeze({ ...init.logFields });
   }
+
+  /** `status` and `expose`, as the http-errors convention names them, for Express's error handler. */
+  get status(): number {
+    return this.statusCode;
+  }
+
+  /**
+   * Never: `message` is for logs (it may name a limit or a host), so an error
+   * handler that honours `expose` shows the status text instead.
+   */
+  readonly expose = false;
 
   /** The standard reason phrase, which is also the whole text body. */
   get statusText(): string {
@@ -200,6 +213,19 @@ export class GuardUnavailableError extends ProxyError {
   readonly description = 'The proxy cannot admit requests right now; retry later.';
   constructor(message = 'guard unavailable', init?: ProxyErrorInit) {
     super(message, 'proxy_internal_error', init);
+  }
+}
+
+/**
+ * The proxy is set up so that it cannot forward this request faithfully, e.g.
+ * a body parser before it already read the body. 500, because no retry helps.
+ */
+export class ProxyConfigurationError extends ProxyError {
+  readonly statusCode = 500;
+  readonly code = 'PROXY_CONFIGURATION';
+  readonly description = 'The proxy is misconfigured for this request.';
+  constructor(message = 'proxy misconfigured', init?: ProxyErrorInit) {
+    super(message, 'proxy_configuration_error', init);
   }
 }
 

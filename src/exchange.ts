@@ -2,6 +2,7 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import type { RequestTarget } from './request/validate.ts';
 import type { ResolvedRoute } from './routes/target.ts';
+import type { TrustFunction } from './upstream/forwarded.ts';
 import type { UpstreamHeaderPlan } from './upstream/request-headers.ts';
 
 export type NextFunction = (err?: unknown) => void;
@@ -12,6 +13,10 @@ export interface Exchange {
   /** Routing key and upstream request-target, once the request was found well-formed. */
   target: RequestTarget | undefined;
   route: ResolvedRoute | undefined;
+  /** Which peers may speak for the client on this request. */
+  trust: TrustFunction | undefined;
+  /** `req.body` encoded again, when a body parser had read the stream (consumedBody: 'reserialize'). */
+  replacementBody: Buffer | undefined;
   /** How the upstream's headers differ from the client's; the client's are never edited. */
   headerPlan: UpstreamHeaderPlan | undefined;
   next: NextFunction | undefined;
@@ -39,6 +44,8 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     requestId,
     target: undefined,
     route: undefined,
+    trust: undefined,
+    replacementBody: undefined,
     headerPlan: undefined,
     next,
     proxyReq: undefined,

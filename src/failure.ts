@@ -5,7 +5,8 @@ import { markLastRequest } from './client/connection.ts';
 import { beginExchange, clientIsGone, exchangeOf, isResponse, type ClientSide } from './exchange.ts';
 import { describeCause, logProxyError, requestFields, type Logger } from './logging.ts';
 import type { ResolvedOptions } from './options.ts';
-import { buildErrorResponse, sendErrorResponse, writeErrorResponseToSocket } from './respond.ts';
+import { RouteNotFoundError } from './errors.ts';
+import { buildErrorResponse, sendErrorResponse, withResponseHeaders, writeErrorResponseToSocket } from './respond.ts';
 import { isSafeToRetry } from './upstream/retry.ts';
 
 export type FailureHandler = (err: unknown, req: IncomingMessage, client: ClientSide | undefined) => void;
@@ -56,6 +57,12 @@ export function createFailureHandler({ config, logger, replay }: FailureSettings
     exchange.failed = true;
     const error = classifyUpstreamError(err);
 
+    // serve-static's convention: a miss hands the request on, body unread.
+    if (error instanceof RouteNotFoundError && config.fallthrough && exchange.next && isResponse(client)) {
+      exchange.next();
+      return;
+    }
+
     // First, because a client that left takes the upstream exchange down with it.
     if (clientIsGone(req, client)) {
       logger.debug('client closed request', { ...requestFields(req, exchange), code: error.code });
@@ -77,7 +84,7 @@ export function createFailureHandler({ config, logger, replay }: FailureSettings
     settleUnreadBody(req, client);
     if (response.headers.connection === 'close') markLastRequest(req);
     if (config.onError === 'next' && exchange.next) {
-      exchange.next(error);
+      exchange.next(withResponseHeaders(error, response));
       return;
     }
     try {

@@ -1,6 +1,6 @@
 export { createProxy, type HonestProxy } from './create-proxy.ts';
 export { portHostRoutes, type PortHostRoutesOptions } from './routes/port-host.ts';
-export type { Routes, RouteFunction } from './routes/table.ts';
+export type { Routes, RouteFunction, ProxyRequest } from './routes/table.ts';
 export type { Target, TargetUrl, RouteTarget } from './routes/target.ts';
 export { ProxyOptionsError, DEFAULT_TIMEOUTS, type ProxyOptions, type TimeoutOptions } from './options.ts';
 export { IDLE_SOCKET_MS } from './upstream/agent.ts';
@@ -22,6 +22,7 @@ export {
   UpstreamGoneError,
   GuardUnavailableError,
   InternalProxyError,
+  ProxyConfigurationError,
   isProxyError,
   type ProxyErrorCode,
   type ProxyErrorInit,

@@ -30,6 +30,7 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   UPSTREAM_TIMEOUT: 'warn',
   UPSTREAM_PROTOCOL_ERROR: 'warn',
   GUARD_UNAVAILABLE: 'error',
+  PROXY_CONFIGURATION: 'error',
   INTERNAL_PROXY_ERROR: 'error',
 };
 

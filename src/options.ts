@@ -1,10 +1,11 @@
-import http from 'node:http';
+import http, { type IncomingMessage } from 'node:http';
 import { DEFAULT_BODY_LIMIT, parseBodyLimit } from './guards/body-limit.ts';
 import type { RateLimitOptions } from './guards/rate-limit.ts';
 import type { Logger } from './logging.ts';
 import type { AgentOption } from './upstream/agent.ts';
 import type { ErrorFormat } from './respond.ts';
-import { compileRoutes, type RouteResolver, type Routes } from './routes/table.ts';
+import { compileRoutes, type ProxyRequest, type RouteResolver, type Routes } from './routes/table.ts';
+import { compileTrust, type ForwardedMode, type TrustFunction, type TrustProxy } from './upstream/forwarded.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -15,9 +16,9 @@ export interface TimeoutOptions {
   idle?: number;
 }
 
-export interface ProxyOptions {
+export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   /** Host -> target record, a function of the request, or `portHostRoutes(...)`. Required. */
-  routes: Routes;
+  routes: Routes<Req>;
   /** A winston logger. Default: JSON lines to stderr at `info`. */
   logger?: Logger;
   /** Body of proxy error responses: `'text'` (default), `'json'`, or a renderer function. */
@@ -37,6 +38,38 @@ export interface ProxyOptions {
   bodyLimit?: number | string | false;
   /** Your own upstream pool: an http.Agent, or { http, https }. Default: a keep-alive pool per proxy. */
   agent?: AgentOption;
+  /**
+   * Which forwarding headers the upstream gets: `'x-forwarded'` (default:
+   * X-Forwarded-For, -Proto, -Host, -Port), `'rfc7239'` (`Forwarded`),
+   * `'both'`, or `false`. Incoming ones are kept only from a trusted peer.
+   */
+  forwarded?: ForwardedMode;
+  /**
+   * Which peers may speak for the client, in Express's `trust proxy` forms
+   * (true, a hop count, addresses or subnets, 'loopback', a function). Default:
+   * the Express app's own `trust proxy`; outside Express, nobody.
+   */
+  trustProxy?: TrustProxy;
+  /** A name to append to `Via` as `1.1 <name>`, or `false` (default) for no Via. */
+  via?: string | false;
+  /**
+   * Rewrite a `Location` or `Content-Location` that points at the upstream
+   * (or at localhost, 127.0.0.1 or [::1] on its port) to the origin the client
+   * used plus the mount path; root-relative ones get the mount path. Default true.
+   */
+  rewriteLocation?: boolean;
+  /** Rewrite the Domain of upstream cookies: one domain for all, or `{ from: to }` ('*' for any, '' to remove). Default false. */
+  cookieDomain?: string | Readonly<Record<string, string>> | false;
+  /** Rewrite the Path of upstream cookies, in the same forms as `cookieDomain`. Default false. */
+  cookiePath?: string | Readonly<Record<string, string>> | false;
+  /** With no route for the host, call `next()` so the app's later routes answer, instead of a 404. Default false. */
+  fallthrough?: boolean;
+  /**
+   * A body an earlier middleware (a body parser) already read: `'error'`
+   * (default) answers 500 and sends nothing upstream; `'reserialize'` forwards
+   * `req.body` re-encoded (JSON, urlencoded, text, Buffer).
+   */
+  consumedBody?: 'error' | 'reserialize';
 }
 
 export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000, idle: 300_000 } as const;
@@ -53,6 +86,15 @@ export interface ResolvedOptions {
   rateLimit: RateLimitOptions | false;
   bodyLimit: number | false;
   agent: AgentOption | undefined;
+  forwarded: ForwardedMode;
+  /** From the `trustProxy` option; undefined means the Express app's setting. */
+  trust: TrustFunction | undefined;
+  via: string | false;
+  rewriteLocation: boolean;
+  cookieDomain: Readonly<Record<string, string>> | undefined;
+  cookiePath: Readonly<Record<string, string>> | undefined;
+  fallthrough: boolean;
+  consumedBody: 'error' | 'reserialize';
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -67,6 +109,14 @@ const KNOWN_OPTIONS = new Set([
   'rateLimit',
   'bodyLimit',
   'agent',
+  'forwarded',
+  'trustProxy',
+  'via',
+  'rewriteLocation',
+  'cookieDomain',
+  'cookiePath',
+  'fallthrough',
+  'consumedBody',
 ]);
 const RATE_LIMIT_OPTIONS = new Set(['windowMs', 'limit', 'keyGenerator', 'skip', 'store', 'onStoreError']);
 const MAX_TIMER_MS = 2_147_483_647;
@@ -159,8 +209,38 @@ function resolveRateLimit(value: unknown): RateLimitOptions | false {
   return options as unknown as RateLimitOptions;
 }
 
+function booleanOption(value: unknown, name: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') fail(`${name} must be true or false; got ${show(value)}`);
+  return value;
+}
+
+/** `cookieDomain` / `cookiePath`: a string for every cookie, or a map with '*' as the fallback. */
+function cookieRewrite(value: unknown, name: string): Readonly<Record<string, string>> | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (typeof value === 'string') return { '*': value };
+  if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.values(value).every((v) => typeof v === 'string')) {
+    return { ...(value as Record<string, string>) };
+  }
+  fail(`${name} must be false, a string, or a record of strings { from: to } ('*' for any); got ${show(value)}`);
+}
+
+function trustOption(value: unknown): TrustFunction | undefined {
+  if (value === undefined) return undefined;
+  const isList = Array.isArray(value) && value.every((entry) => typeof entry === 'string');
+  const isHops = typeof value === 'number' && Number.isInteger(value) && value >= 0;
+  if (typeof value !== 'boolean' && typeof value !== 'string' && typeof value !== 'function' && !isList && !isHops) {
+    fail(`trustProxy must be true, false, a hop count, addresses or subnets ('loopback', '10.0.0.0/8'...), or a function (address, hop) => boolean; got ${show(value)}`);
+  }
+  try {
+    return compileTrust(value as TrustProxy);
+  } catch (err) {
+    fail(`trustProxy: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
 /** Checks every option once, at construction, and fills in defaults. */
-export function resolveOptions(options: ProxyOptions): ResolvedOptions {
+export function resolveOptions<Req extends IncomingMessage>(options: ProxyOptions<Req>): ResolvedOptions {
   if (options === null || typeof options !== 'object') fail(`createProxy(options) needs an options object; got ${show(options)}`);
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.has(key)) fail(`unknown option ${JSON.stringify(key)}; known options are ${[...KNOWN_OPTIONS].join(', ')}`);
@@ -177,6 +257,14 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
     rateLimit,
     bodyLimit = DEFAULT_BODY_LIMIT,
     agent,
+    forwarded = 'x-forwarded',
+    trustProxy,
+    via = false,
+    rewriteLocation,
+    cookieDomain,
+    cookiePath,
+    fallthrough,
+    consumedBody = 'error',
   } = options;
 
   if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
@@ -197,8 +285,13 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
   if (requestIdHeader !== false && (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader))) {
     fail(`requestIdHeader must be false or a header name; got ${show(requestIdHeader)}`);
   }
-  if (typeof changeOrigin !== 'boolean') fail(`changeOrigin must be true or false; got ${show(changeOrigin)}`);
+  booleanOption(changeOrigin, 'changeOrigin', false);
   if (agent !== undefined && !isAgentOption(agent)) fail(`agent must be an http.Agent or { http?: http.Agent, https?: https.Agent }; got ${show(agent)}`);
+  if (forwarded !== false && forwarded !== 'x-forwarded' && forwarded !== 'rfc7239' && forwarded !== 'both') {
+    fail(`forwarded must be 'x-forwarded', 'rfc7239', 'both' or false; got ${show(forwarded)}`);
+  }
+  if (via !== false && (typeof via !== 'string' || !SF_TOKEN.test(via))) fail(`via must be false or a name made of letters, digits and _-.:/; got ${show(via)}`);
+  if (consumedBody !== 'error' && consumedBody !== 'reserialize') fail(`consumedBody must be 'error' or 'reserialize'; got ${show(consumedBody)}`);
 
   return {
     resolveRoute: asOptionError(() => compileRoutes(routes)),
@@ -216,5 +309,13 @@ export function resolveOptions(options: ProxyOptions): ResolvedOptions {
     rateLimit: resolveRateLimit(rateLimit),
     bodyLimit: asOptionError(() => parseBodyLimit(bodyLimit, 'bodyLimit')),
     agent,
+    forwarded,
+    trust: trustOption(trustProxy),
+    via,
+    rewriteLocation: booleanOption(rewriteLocation, 'rewriteLocation', true),
+    cookieDomain: cookieRewrite(cookieDomain, 'cookieDomain'),
+    cookiePath: cookieRewrite(cookiePath, 'cookiePath'),
+    fallthrough: booleanOption(fallthrough, 'fallthrough', false),
+    consumedBody,
   };
 }

@@ -81,3 +81,15 @@ export function writeErrorResponseToSocket(socket: Duplex, response: ErrorRespon
   head += 'connection: close\r\n\r\n';
   socket.end(Buffer.concat([Buffer.from(head, 'latin1'), response.body]));
 }
+
+/**
+ * For `onError: 'next'`: the error as Express's error handler (and the
+ * http-errors convention) reads it, `status` and `expose` from the class, and
+ * `headers` the ones the proxy would have sent, less those the handler writes
+ * for its own body.
+ */
+export function withResponseHeaders(error: ProxyError, response: ErrorResponse): ProxyError {
+  const { 'content-type': _type, 'content-length': _length, ...headers } = response.headers;
+  Object.defineProperty(error, 'headers', { value: Object.freeze(headers), enumerable: true, configurable: true });
+  return error;
+}

@@ -23,3 +23,36 @@ export function responseOnUpgradeSocket(req: IncomingMessage, socket: Duplex): S
   });
   return res;
 }
+
+/** A WebSocket upgrade on its way through the app, waiting for the proxy middleware to take its socket. */
+export interface PendingUpgrade {
+  socket: Duplex;
+  head: Buffer;
+}
+
+const PENDING_UPGRADE = Symbol('honest-proxy.upgrade');
+type WithPendingUpgrade = IncomingMessage & { [PENDING_UPGRADE]?: PendingUpgrade };
+
+export function holdUpgrade(req: IncomingMessage, pending: PendingUpgrade): void {
+  (req as WithPendingUpgrade)[PENDING_UPGRADE] = pending;
+}
+
+/** The upgrade this request carries through the app, taken (once) by the proxy that handles it. */
+export function takeUpgrade(req: IncomingMessage): PendingUpgrade | undefined {
+  const pending = (req as WithPendingUpgrade)[PENDING_UPGRADE];
+  if (pending) (req as WithPendingUpgrade)[PENDING_UPGRADE] = undefined;
+  return pending;
+}
+
+/** True for a request-target at or below `prefix` ('' for everything). */
+export function isUnderPath(url: string, prefix: string): boolean {
+  if (!prefix) return true;
+  if (!url.startsWith(prefix)) return false;
+  const next = url[prefix.length];
+  return next === undefined || next === '/' || next === '?';
+}
+
+export function declaresBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+}

@@ -28,8 +28,12 @@ export function parseBodyLimit(value: unknown, where: string): number | false {
  */
 export function checkDeclaredLength(req: IncomingMessage, limit: number): void {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) {
-    throw new PayloadTooLargeError(`declared body of ${declared} bytes over the limit of ${limit}`, { headers: { connection: 'close' } });
+  if (declared !== undefined) checkLength(Number(declared), limit);
+}
+
+function checkLength(length: number, limit: number): void {
+  if (length > limit) {
+    throw new PayloadTooLargeError(`declared body of ${length} bytes over the limit of ${limit}`, { headers: { connection: 'close' } });
   }
 }
 
@@ -62,8 +66,15 @@ export function createBodyCounter(limit: number): Transform {
  * gets the PayloadTooLargeError before the chunk that crosses the limit is
  * forwarded. Returns the stream the engine must read instead of req, if any.
  */
-export function limitBody(req: IncomingMessage, limit: number | false, onOverflow: (err: PayloadTooLargeError) => void): Readable | undefined {
+export function limitBody(
+  req: IncomingMessage,
+  limit: number | false,
+  replacement: Buffer | undefined,
+  onOverflow: (err: PayloadTooLargeError) => void,
+): Readable | undefined {
   if (limit === false) return undefined;
+  // A body a parser already read and the proxy encoded again: its size is known.
+  if (replacement) return void checkLength(replacement.length, limit);
   checkDeclaredLength(req, limit);
   if (!hasUndeclaredBody(req)) return undefined;
   const counter = createBodyCounter(limit);

@@ -5,6 +5,7 @@ import type { Request, Response } from 'express';
 import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
 import { GuardUnavailableError, ProxyError, RateLimitedError } from '../errors.ts';
 import { describeCause, type Logger } from '../logging.ts';
+import { clientAddress, trustFor, type TrustFunction } from '../upstream/forwarded.ts';
 
 type ValueOf<T> = (req: IncomingMessage, res: ServerResponse) => T | Promise<T>;
 
@@ -37,17 +38,22 @@ export function loggableKey(key: string): string {
   return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
-function clientAddressKey(req: Request): string {
-  return ipKeyGenerator(req.ip ?? req.socket.remoteAddress ?? '', 56);
+/**
+ * The client's address by the same trust rule as the forwarded headers (the
+ * `trustProxy` option, else Express's `trust proxy`): a client cannot pick its
+ * own key by sending X-Forwarded-For to a proxy that does not trust it.
+ */
+function clientAddressKey(trust: TrustFunction | undefined): (req: Request) => string {
+  return (req) => ipKeyGenerator(trust === undefined && req.ip !== undefined ? req.ip : clientAddress(req, trustFor(req, trust)), 56);
 }
 
 const RATE_LIMIT_HEADERS = ['retry-after', 'ratelimit', 'ratelimit-policy'];
 
-export function createRateLimitGuard(options: RateLimitOptions, logger: Logger): RateLimitGuard {
+export function createRateLimitGuard(options: RateLimitOptions, logger: Logger, trust?: TrustFunction): RateLimitGuard {
   const limiter = rateLimit({
     windowMs: options.windowMs ?? 60_000,
     limit: options.limit as number,
-    keyGenerator: (options.keyGenerator as unknown as (req: Request, res: Response) => string) ?? clientAddressKey,
+    keyGenerator: (options.keyGenerator as unknown as (req: Request, res: Response) => string) ?? clientAddressKey(trust),
     ...(options.skip && { skip: options.skip as unknown as (req: Request, res: Response) => boolean }),
     ...(options.store && { store: options.store }),
     // draft-7 sets its headers with setHeader alone (draft-8 needs Express's

@@ -3,10 +3,24 @@ import { RouteNotFoundError } from '../errors.ts';
 import { normalizeHost } from './host.ts';
 import { describe, normalizeTarget, type ResolvedRoute, type Target } from './target.ts';
 
-export type RouteFunction = (req: IncomingMessage) => Target | undefined | Promise<Target | undefined>;
+/**
+ * The request a route function gets: Node's request, with Express's own fields
+ * when the proxy runs inside Express. Annotate the parameter with Express's
+ * `Request` type (`(req: Request) => ...`) and the options take that type.
+ */
+export interface ProxyRequest extends IncomingMessage {
+  hostname?: string;
+  ip?: string;
+  params?: Record<string, string>;
+  baseUrl?: string;
+  originalUrl?: string;
+  path?: string;
+}
+
+export type RouteFunction<Req extends IncomingMessage = ProxyRequest> = (req: Req) => Target | undefined | Promise<Target | undefined>;
 
 /** A record of exact host names, or a function of the request (see `portHostRoutes`). */
-export type Routes = Readonly<Record<string, Target>> | RouteFunction;
+export type Routes<Req extends IncomingMessage = ProxyRequest> = Readonly<Record<string, Target>> | RouteFunction<Req>;
 
 /** Finds the route for a request, or throws RouteNotFoundError. */
 export type RouteResolver = (req: IncomingMessage, host: string) => Promise<ResolvedRoute>;

@@ -9,6 +9,7 @@ import { requestFields, type Logger } from '../logging.ts';
 import type { UpstreamAgents } from './agent.ts';
 import { applyRemovals, undoEngineEdits } from './request-headers.ts';
 import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
+import { fieldRewriter, type RewriteSettings } from './rewrite.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
 
 /** The one module that knows http-proxy-middleware and httpxy. */
@@ -22,6 +23,7 @@ export interface EngineSettings {
   changeOrigin: boolean;
   timeouts: ExchangeTimeouts;
   logger: Logger;
+  rewrites: RewriteSettings;
   fail: FailureHandler;
 }
 
@@ -44,7 +46,7 @@ export function upstreamTarget(target: URL, path: string) {
   return { protocol: target.protocol, host: target.host, hostname, port: target.port, pathname };
 }
 
-export function createEngine({ agents, changeOrigin, timeouts, logger, fail }: EngineSettings): Engine {
+export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, fail }: EngineSettings): Engine {
   const middleware = createProxyMiddleware<IncomingMessage, ServerResponse>({
     // Every default plugin goes: HPM's error page maps ECONNREFUSED to 504 and
     // echoes host and path, and its logger prints the upstream address.
@@ -78,7 +80,10 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, fail }: E
   function takeOverResponse(proxyReq: Parameters<typeof armTimeouts>[0], req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     const failHere = (err: unknown) => fail(err, req, res);
     proxyReq.removeAllListeners('response');
-    proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, fail: failHere }));
+    proxyReq.on('response', (proxyRes) => {
+      const rewrite = fieldRewriter(rewrites, req, exchange.route!.target, exchange.trust!);
+      relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrite, fail: failHere });
+    });
     proxyReq.on('information', (info) => relayEarlyHints(info, req, res));
     // Node leaves a request hanging on a 101 it did not ask for unless someone listens.
     proxyReq.on('upgrade', (_proxyRes, socket) => {

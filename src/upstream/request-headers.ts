@@ -1,4 +1,5 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
+import { forwardedFields, type ForwardedSettings } from './forwarded.ts';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
 
 /**
@@ -38,6 +39,7 @@ export interface HeaderPlanSettings {
   requestIdHeader: string | false;
   /** A new request id the upstream must get instead of the client's. */
   newRequestId: string | undefined;
+  forwarded: ForwardedSettings;
 }
 
 /**
@@ -75,6 +77,9 @@ export function planUpstreamHeaders(req: IncomingMessage, settings: HeaderPlanSe
     remove.push('expect');
   }
   if (settings.requestIdHeader !== false && settings.newRequestId !== undefined) set[settings.requestIdHeader] = settings.newRequestId;
+  const forwarded = forwardedFields(req, settings.forwarded);
+  Object.assign(set, forwarded.set);
+  for (const name of forwarded.remove) drop(name);
   return { set, remove, clientSentLength: headers['content-length'] !== undefined };
 }
 

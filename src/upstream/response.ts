@@ -3,6 +3,7 @@ import { settleUnreadBody } from '../client/body.ts';
 import { UpstreamProtocolError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
+import type { FieldRewriter } from './rewrite.ts';
 
 // RFC 9112 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
@@ -30,7 +31,7 @@ function isChunkedOnly(value: string): boolean {
  * Node's to choose, unless the upstream applied a coding besides chunked,
  * which the client must be told of (HTTP/1.1 clients only).
  */
-function clientFieldLines(proxyRes: IncomingMessage, req: IncomingMessage): string[] {
+function clientFieldLines(proxyRes: IncomingMessage, req: IncomingMessage, rewrite: FieldRewriter | undefined): string[] {
   const raw = proxyRes.rawHeaders;
   let listed: string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -47,7 +48,7 @@ function clientFieldLines(proxyRes: IncomingMessage, req: IncomingMessage): stri
       continue;
     }
     if (HOP_BY_HOP.has(lower) || listed?.includes(lower)) continue;
-    lines.push(name, raw[i + 1]!);
+    lines.push(name, rewrite ? rewrite(lower, raw[i + 1]!) : raw[i + 1]!);
   }
   return lines;
 }
@@ -63,6 +64,8 @@ export interface RelayContext {
   res: ServerResponse;
   exchange: Exchange;
   proxyReq: ClientRequest;
+  /** Location and Set-Cookie rewriting, when configured. */
+  rewrite: FieldRewriter | undefined;
   fail: (err: unknown) => void;
 }
 
@@ -75,7 +78,7 @@ export interface RelayContext {
  * dies between its head and its body is a 502, never a silent empty 200.
  */
 export function relayResponse(proxyRes: IncomingMessage, context: RelayContext): void {
-  const { req, res, exchange, proxyReq, fail } = context;
+  const { req, res, exchange, proxyReq, rewrite, fail } = context;
   exchange.upstreamResponse = proxyRes;
   exchange.upstreamResponded = true;
   // Failures are read from 'close' below; an 'error' nobody listens to would crash the process.
@@ -89,7 +92,7 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     return;
   }
 
-  const lines = clientFieldLines(proxyRes, req);
+  const lines = clientFieldLines(proxyRes, req, rewrite);
   const writeHead = (): boolean => {
     // The exchange may have failed since (a client gone, a timeout): then the client has its answer.
     if (exchange.failed || res.headersSent) return false;
@@ -123,6 +126,9 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     if (!writeHead()) return;
     res.flushHeaders();
     proxyRes.pipe(res);
+    // Behind compression(), each event would wait in the compressor's buffer.
+    const flush = (res as { flush?: () => void }).flush;
+    if (typeof flush === 'function') proxyRes.on('data', () => flush.call(res));
     return;
   }
   proxyRes.once('data', (chunk: Buffer) => {

@@ -1,0 +1,76 @@
+import type { IncomingMessage } from 'node:http';
+import { clientOrigin, type TrustFunction } from './forwarded.ts';
+
+/** Rewrites one response field value, or returns it unchanged. */
+export type FieldRewriter = (lowerName: string, value: string) => string;
+
+export interface RewriteSettings {
+  rewriteLocation: boolean;
+  cookieDomain: Readonly<Record<string, string>> | undefined;
+  cookiePath: Readonly<Record<string, string>> | undefined;
+}
+
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * The upstream's own origin, as the route names it or as a dev server names
+ * itself: `next dev` builds absolute redirects as `http://localhost:PORT/...`
+ * while the route says `http://127.0.0.1:PORT`.
+ */
+function isUpstreamOrigin(url: URL, target: URL): boolean {
+  if (url.origin === target.origin) return true;
+  return url.protocol === target.protocol && url.port === target.port && LOOPBACK_NAMES.has(url.hostname);
+}
+
+/** The route's own path prefix, taken off a path that has it. */
+function belowTargetPath(path: string, target: URL): string {
+  const base = target.pathname.endsWith('/') ? target.pathname.slice(0, -1) : target.pathname;
+  if (base && (path === base || path.startsWith(`${base}/`) || path.startsWith(`${base}?`))) return path.slice(base.length) || '/';
+  return path;
+}
+
+/**
+ * nginx's `proxy_redirect default`: a Location at the upstream's origin goes
+ * to the origin the client used plus the mount path; a root-relative one gets
+ * the mount path. Anything else (another site, a relative path) is the app's.
+ */
+export function rewriteLocation(value: string, target: URL, origin: () => string, mountPath: string): string {
+  if (value.startsWith('/') && !value.startsWith('//')) return mountPath ? mountPath + belowTargetPath(value, target) : value;
+  let url: URL;
+  try {
+    url = new URL(value.startsWith('//') ? `${target.protocol}${value}` : value);
+  } catch {
+    return value;
+  }
+  if (!isUpstreamOrigin(url, target)) return value;
+  return origin() + mountPath + belowTargetPath(url.pathname + url.search + url.hash, target);
+}
+
+/** http-proxy's cookieDomainRewrite / cookiePathRewrite: `{ from: to }`, '*' for any, '' to remove the attribute. */
+function rewriteCookieAttribute(cookie: string, attribute: string, map: Readonly<Record<string, string>>): string {
+  return cookie.replace(new RegExp(`(;\\s*${attribute}=)([^;]+)`, 'i'), (match, prefix: string, previous: string) => {
+    const next = Object.hasOwn(map, previous) ? map[previous] : map['*'];
+    if (next === undefined) return match;
+    return next ? prefix + next : '';
+  });
+}
+
+/** The rewriter for one request's response, or undefined when nothing is to be rewritten. */
+export function fieldRewriter(settings: RewriteSettings, req: IncomingMessage, target: URL, trust: TrustFunction): FieldRewriter | undefined {
+  const { rewriteLocation: locations, cookieDomain, cookiePath } = settings;
+  if (!locations && !cookieDomain && !cookiePath) return undefined;
+  // Express's mount path; a plain node:http server has none.
+  const mountPath = (req as { baseUrl?: string }).baseUrl ?? '';
+  let origin: string | undefined;
+  const originOnce = () => (origin ??= clientOrigin(req, trust));
+  return (lowerName, value) => {
+    if (locations && (lowerName === 'location' || lowerName === 'content-location')) return rewriteLocation(value, target, originOnce, mountPath);
+    if (lowerName === 'set-cookie') {
+      let cookie = value;
+      if (cookieDomain) cookie = rewriteCookieAttribute(cookie, 'domain', cookieDomain);
+      if (cookiePath) cookie = rewriteCookieAttribute(cookie, 'path', cookiePath);
+      return cookie;
+    }
+    return value;
+  };
+}
