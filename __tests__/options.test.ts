@@ -20,7 +20,7 @@ describe('options are checked at construction', () => {
     ['two keys for one host', { routes: { 'A.test': 'http://127.0.0.1', 'a.test.': 'http://127.0.0.1' } }, /names the same host/],
     ['a relative target', { routes: { 'a.test': '/relative' } }, /routes\["a.test"\] must be an absolute http: or https: URL; got "\/relative"/],
     ['a non-http target', { routes: { 'a.test': 'ftp://files' } }, /must be an absolute http: or https: URL/],
-    ['a target object without target', { routes: { 'a.test': { url: 'http://x' } } }, /routes\["a.test"\] must be a URL string, a URL, or \{ target/],
+    ['a target object without target', { routes: { 'a.test': { url: 'http://x' } } }, /routes\["a.test"\] must be a URL string, a URL, an array of them, or \{ target/],
     ['an unknown option', { routes, timeout: 5 }, /unknown option "timeout"; known options are/],
     ['a bad errorFormat', { routes, errorFormat: 'html' }, /errorFormat must be 'text', 'json' or a function/],
     ['a bad proxyStatus', { routes, proxyStatus: 'has space' }, /proxyStatus must be false or a name/],

@@ -1,12 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { bodyWasConsumed, consumedBodyError, reserializeBody } from './client/consumed-body.ts';
-import { InternalProxyError, ProxyError } from './errors.ts';
+import { declaresBody } from './client/upgrade.ts';
+import { InternalProxyError, ProxyError, ShuttingDownError } from './errors.ts';
 import type { Exchange } from './exchange.ts';
 import { createRateLimitGuard } from './guards/rate-limit.ts';
 import type { Logger } from './logging.ts';
 import type { ResolvedOptions } from './options.ts';
 import { readRequestTarget } from './request/validate.ts';
+import type { Balancer } from './upstream/balancer.ts';
 import { trustFor } from './upstream/forwarded.ts';
 import { planUpstreamHeaders, type UpstreamHeaderPlan } from './upstream/request-headers.ts';
 
@@ -35,11 +37,12 @@ function replaceConsumedBody(req: IncomingMessage, exchange: Exchange, plan: Ups
  * does the upstream get as headers (and body, when a parser took it). HTTP and
  * WebSocket upgrades alike. No stage opens an upstream connection.
  */
-export function createAdmission(config: ResolvedOptions, logger: Logger): Admission {
+export function createAdmission(config: ResolvedOptions, logger: Logger, balancer: Balancer, draining: () => boolean): Admission {
   const rateLimitGuard = config.rateLimit === false ? undefined : createRateLimitGuard(config.rateLimit, logger, config.trust);
   const { requestIdHeader } = config;
 
   return async function admit(req, res, exchange, isUpgrade) {
+    if (draining()) throw new ShuttingDownError();
     exchange.target = readRequestTarget(req);
 
     if (rateLimitGuard) await rateLimitGuard(req, res);
@@ -49,6 +52,7 @@ export function createAdmission(config: ResolvedOptions, logger: Logger): Admiss
     } catch (err) {
       throw err instanceof ProxyError ? err : new InternalProxyError('route resolver failed', { cause: err });
     }
+    exchange.upstream = balancer.pick(exchange.route);
 
     exchange.trust = trustFor(req, config.trust);
     const clientsId = requestIdHeader === false ? undefined : req.headers[requestIdHeader];
@@ -58,6 +62,10 @@ export function createAdmission(config: ResolvedOptions, logger: Logger): Admiss
       newRequestId: clientsId === exchange.requestId ? undefined : exchange.requestId,
       forwarded: { mode: config.forwarded, trust: exchange.trust, via: config.via },
     });
-    if (!isUpgrade) replaceConsumedBody(req, exchange, exchange.headerPlan, config.consumedBody);
+    if (isUpgrade) return;
+    replaceConsumedBody(req, exchange, exchange.headerPlan, config.consumedBody);
+    // A body that may have to go to another upstream, or wait for one to boot, is held until connected.
+    const grace = exchange.route.startupGrace ?? config.startupGrace;
+    exchange.deferBody = declaresBody(req) && (grace > 0 || exchange.route.targets.length > 1);
   };
 }

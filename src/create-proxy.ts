@@ -12,7 +12,11 @@ import { createDefaultLogger, requestFields, type Logger } from './logging.ts';
 import { ProxyOptionsError, resolveOptions, type ProxyOptions } from './options.ts';
 import type { ProxyRequest } from './routes/table.ts';
 import { readRequestId } from './request/request-id.ts';
+import { createShutdown, type CloseOptions } from './lifecycle/shutdown.ts';
+import { createTracker, trackExchange, trackWebSocket } from './lifecycle/tracker.ts';
+import { createObserver } from './observe/observer.ts';
 import { createUpstreamAgents } from './upstream/agent.ts';
+import { createBalancer } from './upstream/balancer.ts';
 import { createEngine } from './upstream/engine.ts';
 
 /** An Express (or plain `node:http`) request handler, plus the WebSocket and shutdown hooks. */
@@ -33,8 +37,14 @@ export interface HonestProxy {
    * alone for the app's own WebSocket server.
    */
   upgradeThrough(app: (req: IncomingMessage, res: ServerResponse) => void, mountPath: string): (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
-  /** Destroys the proxy's own upstream connection pool, so a server can shut down cleanly. */
-  close(): void;
+  /**
+   * Shuts the proxy down: new requests get 503 (`Connection: close`,
+   * `Retry-After`), open WebSockets a close frame 1001 on both sides, in-flight
+   * requests may finish until `timeout` (default 5 s) and are then aborted,
+   * and the proxy's own upstream pool is destroyed. Resolves when nothing of
+   * the proxy's is left open.
+   */
+  close(options?: CloseOptions): Promise<void>;
 }
 
 /**
@@ -56,9 +66,37 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
   const config = resolveOptions(options);
   const logger: Logger = config.logger ?? createDefaultLogger();
   const agents = createUpstreamAgents(config.agent);
-  const admit = createAdmission(config, logger);
-  const handleFailure = createFailureHandler({ config, logger, replay: (req, res) => engine.web(req, res as ServerResponse) });
-  const engine = createEngine({ agents, changeOrigin: config.changeOrigin, timeouts: config.timeouts, logger, rewrites: config, fail: handleFailure });
+  const tracker = createTracker();
+  const observer = createObserver(config.metrics);
+  const balancer = createBalancer(config.passiveHealth, (upstream) => {
+    observer.ejected(upstream);
+    logger.warn('upstream taken out of rotation after failed connects', { upstream, forMs: config.passiveHealth.failTimeout });
+  });
+  const admit = createAdmission(config, logger, balancer, () => tracker.draining);
+  const handleFailure = createFailureHandler({ config, logger, balancer, observer, replay });
+  const engine = createEngine({
+    agents,
+    changeOrigin: config.changeOrigin,
+    timeouts: config.timeouts,
+    logger,
+    rewrites: config,
+    balancer,
+    fail: handleFailure,
+    onWebSocket(req, exchange, client, upstream) {
+      observer.webSocketOpened(req, exchange, client);
+      trackWebSocket(tracker, { client, upstream }, () => observer.webSocketClosed(req, exchange, client));
+    },
+  });
+
+  /** Sends a request again (a stale socket, a connect failure), unless its client left meanwhile. */
+  function replay(req: IncomingMessage, client: ClientSide, delayMs: number): void {
+    const again = () => {
+      if (clientIsGone(req, client)) logger.debug('client closed request', requestFields(req, exchangeOf(req)!));
+      else engine.web(req, client as ServerResponse);
+    };
+    if (delayMs === 0) again();
+    else setTimeout(again, delayMs);
+  }
 
   /** Every request, HTTP or upgrade, starts here: its id, then its state. */
   function open(req: IncomingMessage, next: NextFunction | undefined): Exchange {
@@ -130,6 +168,8 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
       proxyWebSocket(req, pending.socket, pending.head, exchange);
       return;
     }
+    trackExchange(tracker, req, res);
+    observer.requestStarted(req, res, exchange);
     forward(req, res, exchange).catch((err: unknown) => handleFailure(err, req, res));
   };
 
@@ -174,10 +214,6 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
         if (res) app(req, res);
       };
     },
-    close(): void {
-      if (!agents.owned) return;
-      agents.http.destroy();
-      agents.https.destroy();
-    },
+    close: createShutdown(tracker, agents, logger),
   });
 }

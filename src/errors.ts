@@ -19,7 +19,8 @@ export type ProxyStatusErrorType =
   | 'tls_protocol_error'
   | 'tls_certificate_error'
   | 'proxy_internal_error'
-  | 'proxy_configuration_error';
+  | 'proxy_configuration_error'
+  | 'proxy_internal_response';
 
 export type ProxyErrorCode =
   | 'MISSING_HOST'
@@ -34,6 +35,7 @@ export type ProxyErrorCode =
   | 'UPSTREAM_GONE'
   | 'GUARD_UNAVAILABLE'
   | 'PROXY_CONFIGURATION'
+  | 'SHUTTING_DOWN'
   | 'INTERNAL_PROXY_ERROR';
 
 export interface ProxyErrorInit {
@@ -226,6 +228,16 @@ export class ProxyConfigurationError extends ProxyError {
   readonly description = 'The proxy is misconfigured for this request.';
   constructor(message = 'proxy misconfigured', init?: ProxyErrorInit) {
     super(message, 'proxy_configuration_error', init);
+  }
+}
+
+/** The proxy is shutting down (`proxy.close()`): retry elsewhere or in a moment. */
+export class ShuttingDownError extends ProxyError {
+  readonly statusCode = 503;
+  readonly code = 'SHUTTING_DOWN';
+  readonly description = 'The proxy is shutting down; retry shortly.';
+  constructor(message = 'proxy shutting down', init: ProxyErrorInit = {}) {
+    super(message, 'proxy_internal_response', { ...init, headers: { connection: 'close', 'retry-after': '1', ...init.headers } });
   }
 }
 

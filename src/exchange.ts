@@ -1,5 +1,5 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex, PassThrough, Readable } from 'node:stream';
 import type { RequestTarget } from './request/validate.ts';
 import type { ResolvedRoute } from './routes/target.ts';
 import type { TrustFunction } from './upstream/forwarded.ts';
@@ -13,6 +13,17 @@ export interface Exchange {
   /** Routing key and upstream request-target, once the request was found well-formed. */
   target: RequestTarget | undefined;
   route: ResolvedRoute | undefined;
+  /** The route's upstream chosen for this request (one of `route.targets`). */
+  upstream: URL | undefined;
+  /** performance.now() at arrival: a startup grace is counted from it. */
+  startedAt: number;
+  /** Connect retries to the same upstream so far (startup grace). */
+  connectAttempts: number;
+  /** Set once a connect failure was retried on another upstream of the route. */
+  triedAnother: boolean;
+  /** The error code and status the proxy answered or aborted with, for metrics. */
+  errorCode: string | undefined;
+  errorStatus: number | undefined;
   /** Which peers may speak for the client on this request. */
   trust: TrustFunction | undefined;
   /** `req.body` encoded again, when a body parser had read the stream (consumedBody: 'reserialize'). */
@@ -24,6 +35,10 @@ export interface Exchange {
   proxyReq: ClientRequest | undefined;
   /** What httpxy reads the body from when it must be counted on the way; else the request itself. */
   bodySource: Readable | undefined;
+  /** Hold the body back until the upstream connection is up, so a connect failure can be retried. */
+  deferBody: boolean;
+  /** This attempt's gate for a deferred body. */
+  bodyGate: PassThrough | undefined;
   /** The upstream's response, once it arrived. */
   upstreamResponse: IncomingMessage | undefined;
   /** Set when the upstream's response (or its 101) arrived: no replay after that. */
@@ -44,12 +59,20 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     requestId,
     target: undefined,
     route: undefined,
+    upstream: undefined,
+    startedAt: performance.now(),
+    connectAttempts: 0,
+    triedAnother: false,
+    errorCode: undefined,
+    errorStatus: undefined,
     trust: undefined,
     replacementBody: undefined,
     headerPlan: undefined,
     next,
     proxyReq: undefined,
     bodySource: undefined,
+    deferBody: false,
+    bodyGate: undefined,
     upstreamResponse: undefined,
     upstreamResponded: false,
     clientHeadWritten: false,

@@ -4,6 +4,12 @@ export type { Routes, RouteFunction, ProxyRequest } from './routes/table.ts';
 export type { Target, TargetUrl, RouteTarget } from './routes/target.ts';
 export { ProxyOptionsError, DEFAULT_TIMEOUTS, type ProxyOptions, type TimeoutOptions } from './options.ts';
 export { IDLE_SOCKET_MS } from './upstream/agent.ts';
+export type { CloseOptions } from './lifecycle/shutdown.ts';
+export type { MetricsOptions } from './observe/metrics.ts';
+export type { PassiveHealthOptions } from './upstream/balancer.ts';
+export type { TrustProxy, ForwardedMode } from './upstream/forwarded.ts';
+export { channels as diagnosticsChannels } from './observe/channels.ts';
+export type { RequestStartMessage, ResponseMessage, ErrorMessage, WebSocketMessage } from './observe/channels.ts';
 export { DEFAULT_BODY_LIMIT } from './guards/body-limit.ts';
 export type { RateLimitOptions } from './guards/rate-limit.ts';
 export type { ErrorFormat, ErrorRenderer } from './respond.ts';
@@ -23,6 +29,7 @@ export {
   GuardUnavailableError,
   InternalProxyError,
   ProxyConfigurationError,
+  ShuttingDownError,
   isProxyError,
   type ProxyErrorCode,
   type ProxyErrorInit,

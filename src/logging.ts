@@ -2,7 +2,6 @@ import type { IncomingMessage } from 'node:http';
 import { types } from 'node:util';
 import winston from 'winston';
 import type { ProxyError, ProxyErrorCode } from './errors.ts';
-import type { ResolvedRoute } from './routes/target.ts';
 
 export type Logger = winston.Logger;
 
@@ -31,6 +30,7 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   UPSTREAM_PROTOCOL_ERROR: 'warn',
   GUARD_UNAVAILABLE: 'error',
   PROXY_CONFIGURATION: 'error',
+  SHUTTING_DOWN: 'debug',
   INTERNAL_PROXY_ERROR: 'error',
 };
 
@@ -38,8 +38,8 @@ export interface ExchangeFields {
   requestId: string | undefined;
   /** Once the request was found well-formed; its host is the routing key. */
   target: { host: string } | undefined;
-  /** Once known; its origin is logged as `upstream`, never shown to clients. */
-  route: ResolvedRoute | undefined;
+  /** Once chosen; its origin is logged as `upstream`, never shown to clients. */
+  upstream: URL | undefined;
 }
 
 /** The fields every record about one request carries. The query string is left out: it may hold tokens. */
@@ -51,7 +51,7 @@ export function requestFields(req: IncomingMessage, exchange: ExchangeFields): R
     host: exchange.target?.host ?? req.headers.host,
     path: queryStart === -1 ? url : url.slice(0, queryStart),
     requestId: exchange.requestId,
-    ...(exchange.route !== undefined && { upstream: exchange.route.target.origin }),
+    ...(exchange.upstream !== undefined && { upstream: exchange.upstream.origin }),
   };
 }
 

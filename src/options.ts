@@ -6,6 +6,9 @@ import type { AgentOption } from './upstream/agent.ts';
 import type { ErrorFormat } from './respond.ts';
 import { compileRoutes, type ProxyRequest, type RouteResolver, type Routes } from './routes/table.ts';
 import { compileTrust, type ForwardedMode, type TrustFunction, type TrustProxy } from './upstream/forwarded.ts';
+import type { MetricsOptions } from './observe/metrics.ts';
+import { parseGrace } from './routes/target.ts';
+import { DEFAULT_PASSIVE_HEALTH, type PassiveHealthOptions } from './upstream/balancer.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -70,6 +73,16 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
    * `req.body` re-encoded (JSON, urlencoded, text, Buffer).
    */
   consumedBody?: 'error' | 'reserialize';
+  /**
+   * ms to keep retrying the connect while an upstream refuses connections (a
+   * dev server still booting), before the 502. Default 0 (off); a route may
+   * set its own.
+   */
+  startupGrace?: number;
+  /** For routes with several upstreams: when one is taken out of rotation (nginx's max_fails / fail_timeout). */
+  passiveHealth?: PassiveHealthOptions;
+  /** Register the proxy's metrics in this prom-client Registry (prom-client is an optional peer dependency). */
+  metrics?: MetricsOptions;
 }
 
 export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000, idle: 300_000 } as const;
@@ -95,6 +108,9 @@ export interface ResolvedOptions {
   cookiePath: Readonly<Record<string, string>> | undefined;
   fallthrough: boolean;
   consumedBody: 'error' | 'reserialize';
+  startupGrace: number;
+  passiveHealth: Required<PassiveHealthOptions>;
+  metrics: MetricsOptions | undefined;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -117,6 +133,9 @@ const KNOWN_OPTIONS = new Set([
   'cookiePath',
   'fallthrough',
   'consumedBody',
+  'startupGrace',
+  'passiveHealth',
+  'metrics',
 ]);
 const RATE_LIMIT_OPTIONS = new Set(['windowMs', 'limit', 'keyGenerator', 'skip', 'store', 'onStoreError']);
 const MAX_TIMER_MS = 2_147_483_647;
@@ -239,6 +258,21 @@ function trustOption(value: unknown): TrustFunction | undefined {
   }
 }
 
+function resolvePassiveHealth(value: unknown): Required<PassiveHealthOptions> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(`passiveHealth must be an object { maxFails, failTimeout }; got ${show(value)}`);
+  const { maxFails = DEFAULT_PASSIVE_HEALTH.maxFails, failTimeout, ...rest } = value as PassiveHealthOptions;
+  for (const key of Object.keys(rest)) fail(`unknown option passiveHealth.${key}; known are passiveHealth.maxFails, passiveHealth.failTimeout`);
+  if (!Number.isInteger(maxFails) || maxFails < 1) fail(`passiveHealth.maxFails must be a whole number from 1; got ${show(maxFails)}`);
+  return { maxFails, failTimeout: milliseconds(failTimeout, 'passiveHealth.failTimeout', DEFAULT_PASSIVE_HEALTH.failTimeout) };
+}
+
+function resolveMetrics(value: unknown): MetricsOptions | undefined {
+  if (value === undefined) return undefined;
+  const registry = (value as { registry?: { registerMetric?: unknown } } | null)?.registry;
+  if (typeof registry?.registerMetric !== 'function') fail(`metrics must be { registry } with a prom-client Registry; got ${show(value)}`);
+  return value as MetricsOptions;
+}
+
 /** Checks every option once, at construction, and fills in defaults. */
 export function resolveOptions<Req extends IncomingMessage>(options: ProxyOptions<Req>): ResolvedOptions {
   if (options === null || typeof options !== 'object') fail(`createProxy(options) needs an options object; got ${show(options)}`);
@@ -265,6 +299,9 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     cookiePath,
     fallthrough,
     consumedBody = 'error',
+    startupGrace = 0,
+    passiveHealth = {},
+    metrics,
   } = options;
 
   if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
@@ -317,5 +354,8 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     cookiePath: cookieRewrite(cookiePath, 'cookiePath'),
     fallthrough: booleanOption(fallthrough, 'fallthrough', false),
     consumedBody,
+    startupGrace: asOptionError(() => parseGrace(startupGrace, 'startupGrace')),
+    passiveHealth: resolvePassiveHealth(passiveHealth),
+    metrics: resolveMetrics(metrics),
   };
 }

@@ -3,32 +3,53 @@ import { parseBodyLimit } from '../guards/body-limit.ts';
 /** Where a route sends requests: an `http:` or `https:` URL. Its path is prepended. */
 export type TargetUrl = string | URL;
 
-/** A target with per-route settings (later issues add more of them). */
+/** A target with per-route settings. */
 export interface RouteTarget {
-  target: TargetUrl;
+  /** One upstream, or several to balance between (round robin, with passive health). */
+  target: TargetUrl | readonly TargetUrl[];
   /** Overrides the proxy-wide `bodyLimit` for this route. */
   bodyLimit?: number | string | false;
+  /** Overrides the proxy-wide `startupGrace` for this route (ms). */
+  startupGrace?: number;
 }
 
-export type Target = TargetUrl | RouteTarget;
+export type Target = TargetUrl | readonly TargetUrl[] | RouteTarget;
 
 /** A target after validation, as the rest of the proxy uses it. */
 export interface ResolvedRoute {
-  target: URL;
+  /** At least one. */
+  targets: readonly URL[];
   /** Bytes; `false` for no limit; `undefined` to use the proxy-wide limit. */
   bodyLimit?: number | false;
+  /** ms; `undefined` to use the proxy-wide grace. */
+  startupGrace?: number;
+}
+
+const MAX_TIMER_MS = 2_147_483_647;
+
+function parseTargets(value: unknown, where: string): readonly URL[] {
+  if (!Array.isArray(value)) return [parseTargetUrl(value, where)];
+  if (value.length === 0) throw new TypeError(`${where} must name at least one upstream; got an empty array`);
+  return value.map((entry, i) => parseTargetUrl(entry, `${where}[${i}]`));
 }
 
 /** Parses and checks a target; throws a TypeError that says where the bad value came from. */
 export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
-  if (typeof value === 'string' || value instanceof URL) return { target: parseTargetUrl(value, where) };
+  if (typeof value === 'string' || value instanceof URL || Array.isArray(value)) return { targets: parseTargets(value, where) };
   if (typeof value === 'object' && value !== null && 'target' in value) {
-    const { target, bodyLimit } = value as RouteTarget;
-    const route: ResolvedRoute = { target: parseTargetUrl(target, `${where}.target`) };
+    const { target, bodyLimit, startupGrace } = value as RouteTarget;
+    const route: ResolvedRoute = { targets: parseTargets(target, `${where}.target`) };
     if (bodyLimit !== undefined) route.bodyLimit = parseBodyLimit(bodyLimit, `${where}.bodyLimit`);
+    if (startupGrace !== undefined) route.startupGrace = parseGrace(startupGrace, `${where}.startupGrace`);
     return route;
   }
-  throw new TypeError(`${where} must be a URL string, a URL, or { target, ...settings }; got ${describe(value)}`);
+  throw new TypeError(`${where} must be a URL string, a URL, an array of them, or { target, ...settings }; got ${describe(value)}`);
+}
+
+/** A startup grace: whole ms from 0 (off) up to the largest timer. */
+export function parseGrace(value: unknown, where: string): number {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_TIMER_MS) return value;
+  throw new TypeError(`${where} must be a whole number of milliseconds from 0 (off) to ${MAX_TIMER_MS}; got ${describe(value)}`);
 }
 
 function parseTargetUrl(value: unknown, where: string): URL {

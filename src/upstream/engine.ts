@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
 import { UpstreamProtocolError } from '../errors.ts';
 import { exchangeOf, type Exchange } from '../exchange.ts';
@@ -10,6 +10,7 @@ import type { UpstreamAgents } from './agent.ts';
 import { applyRemovals, undoEngineEdits } from './request-headers.ts';
 import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
 import { fieldRewriter, type RewriteSettings } from './rewrite.ts';
+import type { Balancer } from './balancer.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
 
 /** The one module that knows http-proxy-middleware and httpxy. */
@@ -24,7 +25,10 @@ export interface EngineSettings {
   timeouts: ExchangeTimeouts;
   logger: Logger;
   rewrites: RewriteSettings;
+  balancer: Balancer;
   fail: FailureHandler;
+  /** A WebSocket is open: the client's socket and the upstream's. */
+  onWebSocket: (req: IncomingMessage, exchange: Exchange, client: Duplex, upstream: Duplex) => void;
 }
 
 /**
@@ -46,7 +50,7 @@ export function upstreamTarget(target: URL, path: string) {
   return { protocol: target.protocol, host: target.host, hostname, port: target.port, pathname };
 }
 
-export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, fail }: EngineSettings): Engine {
+export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, fail, onWebSocket }: EngineSettings): Engine {
   const middleware = createProxyMiddleware<IncomingMessage, ServerResponse>({
     // Every default plugin goes: HPM's error page maps ECONNREFUSED to 504 and
     // echoes host and path, and its logger prints the upstream address.
@@ -60,9 +64,10 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
       // and for an upgrade (HPM passes no res): an upgraded socket is never
       // pooled again, so reusing one only risks the stale-socket race.
       const fresh = exchange.retried || res === undefined;
-      const target = exchange.route!.target;
+      const target = exchange.upstream!;
       perRequest.agent = fresh ? false : target.protocol === 'https:' ? agents.https : agents.http;
-      if (exchange.bodySource) perRequest.buffer = exchange.bodySource;
+      if (exchange.deferBody) perRequest.buffer = exchange.bodyGate = new PassThrough();
+      else if (exchange.bodySource) perRequest.buffer = exchange.bodySource;
       perRequest.headers = exchange.headerPlan!.set;
       perRequest.ignorePath = true;
       return upstreamTarget(target, exchange.target!.path);
@@ -81,7 +86,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
     const failHere = (err: unknown) => fail(err, req, res);
     proxyReq.removeAllListeners('response');
     proxyReq.on('response', (proxyRes) => {
-      const rewrite = fieldRewriter(rewrites, req, exchange.route!.target, exchange.trust!);
+      const rewrite = fieldRewriter(rewrites, req, exchange.upstream!, exchange.trust!);
       relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrite, fail: failHere });
     });
     proxyReq.on('information', (info) => relayEarlyHints(info, req, res));
@@ -99,6 +104,27 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
     });
   }
 
+  /**
+   * Once the upstream connection is up: its health is good again, and a
+   * deferred body starts to flow. Until then a connect failure has consumed
+   * nothing, so the request can go again.
+   */
+  function whenConnected(proxyReq: Parameters<typeof armTimeouts>[0], req: IncomingMessage, exchange: Exchange): void {
+    const upstream = exchange.upstream!;
+    const gate = exchange.bodyGate;
+    const connected = () => {
+      balancer.succeeded(upstream);
+      if (gate) (exchange.bodySource ?? req).pipe(gate);
+    };
+    const socket = proxyReq.socket!;
+    // A pooled socket is up already.
+    if (!socket.connecting) {
+      if (gate) connected();
+      return;
+    }
+    socket.once('connect', connected);
+  }
+
   // httpxy's server type, named through HPM's Plugin so httpxy stays an implementation detail.
   function wireEngineEvents(server: Parameters<Plugin<IncomingMessage, ServerResponse>>[0]): void {
     server.on('proxyReq', (proxyReq, req, res) => {
@@ -109,6 +135,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
       // Before the clocks: taking over drops every 'response' listener there is so far.
       takeOverResponse(proxyReq, req, res, exchange);
       armTimeouts(proxyReq, timeouts);
+      whenConnected(proxyReq, req, exchange);
     });
     server.on('proxyReqWs', (proxyReq, req, socket) => {
       const exchange = exchangeOf(req)!;
@@ -127,9 +154,10 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
         proxyReq.destroy();
         fail(new UpstreamProtocolError(problem), req, socket);
       });
-      proxyReq.once('upgrade', () => {
+      proxyReq.once('upgrade', (_proxyRes, upstreamSocket) => {
         exchange.upstreamResponded = true;
         exchange.clientHeadWritten = true;
+        onWebSocket(req, exchange, socket, upstreamSocket);
       });
     });
     server.on('error', (err, req, res) => {

@@ -1,0 +1,74 @@
+import { UpstreamUnreachableError } from '../errors.ts';
+import type { ResolvedRoute } from '../routes/target.ts';
+
+/** nginx's passive health: `max_fails` consecutive connect failures take an upstream out for `fail_timeout`. */
+export interface PassiveHealthOptions {
+  /** Consecutive connect failures before an upstream is skipped. Default 1. */
+  maxFails?: number;
+  /** How long a failed upstream is skipped, in ms. Default 10000. */
+  failTimeout?: number;
+}
+
+export const DEFAULT_PASSIVE_HEALTH = { maxFails: 1, failTimeout: 10_000 } as const;
+
+interface Health {
+  fails: number;
+  downUntil: number;
+}
+
+export interface Balancer {
+  /** The next upstream of the route, round robin over those not taken out; throws a 502 with Retry-After when none is left. */
+  pick(route: ResolvedRoute, exclude?: URL): URL;
+  /** A connection to `upstream` could not be made. */
+  failed(route: ResolvedRoute, upstream: URL): void;
+  /** A connection to `upstream` was made. */
+  succeeded(upstream: URL): void;
+}
+
+/**
+ * Round robin between a route's upstreams, skipping one for `failTimeout`
+ * after `maxFails` consecutive connect failures. A route with a single
+ * upstream is never taken out (nginx ignores max_fails there too): its
+ * requests keep trying, and a startup grace can wait for it.
+ */
+export function createBalancer(options: Required<PassiveHealthOptions>, onEjected: (upstream: string) => void): Balancer {
+  const health = new Map<string, Health>();
+  const turns = new Map<string, number>();
+  const isDown = (upstream: URL, now: number) => (health.get(upstream.origin)?.downUntil ?? 0) > now;
+  const routeKey = (route: ResolvedRoute) => route.targets.map((target) => target.href).join(' ');
+
+  return {
+    pick(route, exclude) {
+      const { targets } = route;
+      if (targets.length === 1) return targets[0]!;
+      const key = routeKey(route);
+      const turn = turns.get(key) ?? 0;
+      turns.set(key, (turn + 1) % targets.length);
+      const now = Date.now();
+      for (let i = 0; i < targets.length; i++) {
+        const candidate = targets[(turn + i) % targets.length]!;
+        if (candidate !== exclude && !isDown(candidate, now)) return candidate;
+      }
+      const firstBack = Math.min(...targets.map((target) => health.get(target.origin)?.downUntil ?? now));
+      throw new UpstreamUnreachableError('every upstream of the route is taken out', {
+        proxyStatus: 'destination_unavailable',
+        headers: { 'retry-after': String(Math.max(1, Math.ceil((firstBack - now) / 1000))) },
+      });
+    },
+    failed(route, upstream) {
+      if (route.targets.length === 1) return;
+      const entry = health.get(upstream.origin) ?? { fails: 0, downUntil: 0 };
+      entry.fails++;
+      if (entry.fails >= options.maxFails) {
+        entry.fails = 0;
+        entry.downUntil = Date.now() + options.failTimeout;
+        onEjected(upstream.origin);
+      }
+      health.set(upstream.origin, entry);
+    },
+    succeeded(upstream) {
+      const entry = health.get(upstream.origin);
+      if (entry && entry.downUntil <= Date.now()) health.delete(upstream.origin);
+    },
+  };
+}

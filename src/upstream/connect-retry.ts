@@ -1,0 +1,57 @@
+import { UpstreamTimeoutError, UpstreamUnreachableError } from '../errors.ts';
+import type { Exchange } from '../exchange.ts';
+import type { Balancer } from './balancer.ts';
+
+// Failures of the connect itself: nothing of the request was sent.
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
+
+export function isConnectFailure(err: unknown): boolean {
+  if (err instanceof UpstreamTimeoutError) return err.proxyStatus === 'connection_timeout';
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && CONNECT_FAILURES.has(code);
+}
+
+function isRefused(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === 'ECONNREFUSED';
+}
+
+/** What to do after a connect failure: try `upstream` after `delayMs`, or give up. */
+export type ConnectRetry = { upstream: URL; delayMs: number } | undefined;
+
+const FIRST_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 1_000;
+
+/**
+ * A connect failure sent nothing upstream, so any method may go again:
+ * once to another upstream of the route (the failed one counts against its
+ * health), or, while a startup grace lasts, to the same one after a backoff,
+ * for an upstream that refuses because it is still booting.
+ */
+export function planConnectRetry(err: unknown, exchange: Exchange, balancer: Balancer, grace: number): ConnectRetry {
+  const route = exchange.route!;
+  const failed = exchange.upstream!;
+  balancer.failed(route, failed);
+  if (route.targets.length > 1 && !exchange.triedAnother) {
+    exchange.triedAnother = true;
+    try {
+      return { upstream: balancer.pick(route, failed), delayMs: 0 };
+    } catch {
+      // Every other upstream is out too: the grace, if any, decides.
+    }
+  }
+  if (grace <= 0 || !isRefused(err)) return undefined;
+  const elapsed = performance.now() - exchange.startedAt;
+  const backoff = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** exchange.connectAttempts);
+  if (elapsed + backoff > grace) return undefined;
+  exchange.connectAttempts++;
+  return { upstream: failed, delayMs: backoff };
+}
+
+/** The 502 once a startup grace has run out: as without one, plus a Retry-After. */
+export function graceExhausted(err: unknown, grace: number): UpstreamUnreachableError {
+  return new UpstreamUnreachableError('upstream still refusing connections after the startup grace', {
+    proxyStatus: 'connection_refused',
+    cause: err,
+    headers: { 'retry-after': String(Math.max(1, Math.ceil(grace / 1000))) },
+  });
+}
