@@ -17,6 +17,7 @@ import { createTracker, trackExchange, trackWebSocket } from './lifecycle/tracke
 import { createObserver } from './observe/observer.ts';
 import { createUpstreamAgents } from './upstream/agent.ts';
 import { createBalancer } from './upstream/balancer.ts';
+import { awaitConnectableUpstream } from './upstream/connect-retry.ts';
 import { createEngine } from './upstream/engine.ts';
 
 /** An Express (or plain `node:http`) request handler, plus the WebSocket and shutdown hooks. */
@@ -139,6 +140,8 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     // A real (unsent) ServerResponse holds the headers the limiter sets; they
     // reach the client only through a RateLimitedError's own headers.
     await admit(req, new http.ServerResponse(req), exchange, true);
+    const grace = exchange.route!.startupGrace ?? config.startupGrace;
+    if (grace > 0 || exchange.route!.targets.length > 1) await awaitConnectableUpstream(exchange, balancer, grace, config.timeouts.connect);
     if (notToForward(req, socket, exchange)) return;
     engine.upgrade(req, socket, head);
   }

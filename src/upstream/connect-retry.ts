@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import type { Balancer } from './balancer.ts';
@@ -54,4 +55,47 @@ export function graceExhausted(err: unknown, grace: number): UpstreamUnreachable
     cause: err,
     headers: { 'retry-after': String(Math.max(1, Math.ceil(grace / 1000))) },
   });
+}
+
+/** One TCP connect to the upstream, closed at once: is anything listening? */
+function probe(upstream: URL, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const host = upstream.hostname.startsWith('[') ? upstream.hostname.slice(1, -1) : upstream.hostname;
+    const port = Number(upstream.port) || (upstream.protocol === 'https:' ? 443 : 80);
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new UpstreamTimeoutError(`no connection within ${timeoutMs} ms`, { proxyStatus: 'connection_timeout' }));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve();
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/**
+ * For a WebSocket upgrade, whose handshake httpxy cannot send twice (it ends
+ * the client's socket on a connect failure): with a startup grace or several
+ * upstreams, find one that accepts connections first, by the same rules as
+ * HTTP. Throws the error to answer with when there is none.
+ */
+export async function awaitConnectableUpstream(exchange: Exchange, balancer: Balancer, grace: number, connectTimeoutMs: number): Promise<void> {
+  for (;;) {
+    try {
+      await probe(exchange.upstream!, connectTimeoutMs);
+      balancer.succeeded(exchange.upstream!);
+      return;
+    } catch (err) {
+      const retry = planConnectRetry(err, exchange, balancer, grace);
+      if (!retry) throw grace > 0 && isRefused(err) ? graceExhausted(err, grace) : err;
+      exchange.upstream = retry.upstream;
+      if (retry.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, retry.delayMs));
+    }
+  }
 }
