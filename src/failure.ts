@@ -8,7 +8,7 @@ import type { ResolvedOptions } from './options.ts';
 import { RouteNotFoundError, type ProxyError } from './errors.ts';
 import { buildErrorResponse, sendErrorResponse, withResponseHeaders, writeErrorResponseToSocket } from './respond.ts';
 import type { Balancer } from './upstream/balancer.ts';
-import { graceExhausted, isConnectFailure, planConnectRetry } from './upstream/connect-retry.ts';
+import { isConnectFailure, planConnectRetry } from './upstream/connect-retry.ts';
 import { isSafeToRetry } from './upstream/retry.ts';
 import type { Observer } from './observe/observer.ts';
 
@@ -38,7 +38,7 @@ export function createFailureHandler({ config, logger, balancer, observer, repla
   function retryConnect(err: unknown, req: IncomingMessage, client: ClientSide, exchange: Exchange): unknown {
     const grace = exchange.route!.startupGrace ?? config.startupGrace;
     const retry = planConnectRetry(err, exchange, balancer, grace);
-    if (!retry) return grace > 0 && (err as { code?: unknown }).code === 'ECONNREFUSED' ? graceExhausted(err, grace) : err;
+    if ('error' in retry) return retry.error;
     logger.debug('upstream connect failed; trying again', { ...requestFields(req, exchange), next: retry.upstream.origin, delayMs: retry.delayMs });
     exchange.upstream = retry.upstream;
     exchange.proxyReq = undefined;

@@ -23,6 +23,8 @@ export interface Balancer {
   failed(route: ResolvedRoute, upstream: URL): void;
   /** A connection to `upstream` was made. */
   succeeded(upstream: URL): void;
+  /** The 502 with Retry-After when every upstream of the route is out, else undefined. */
+  allOut(route: ResolvedRoute): UpstreamUnreachableError | undefined;
 }
 
 /**
@@ -36,6 +38,13 @@ export function createBalancer(options: Required<PassiveHealthOptions>, onEjecte
   const turns = new Map<string, number>();
   const isDown = (upstream: URL, now: number) => (health.get(upstream.origin)?.downUntil ?? 0) > now;
   const routeKey = (route: ResolvedRoute) => route.targets.map((target) => target.href).join(' ');
+  const allOutError = (targets: readonly URL[], now: number) => {
+    const firstBack = Math.min(...targets.map((target) => health.get(target.origin)?.downUntil ?? now));
+    return new UpstreamUnreachableError('every upstream of the route is taken out', {
+      proxyStatus: 'destination_unavailable',
+      headers: { 'retry-after': String(Math.max(1, Math.ceil((firstBack - now) / 1000))) },
+    });
+  };
 
   return {
     pick(route, exclude) {
@@ -49,15 +58,18 @@ export function createBalancer(options: Required<PassiveHealthOptions>, onEjecte
         const candidate = targets[(turn + i) % targets.length]!;
         if (candidate !== exclude && !isDown(candidate, now)) return candidate;
       }
-      const firstBack = Math.min(...targets.map((target) => health.get(target.origin)?.downUntil ?? now));
-      throw new UpstreamUnreachableError('every upstream of the route is taken out', {
-        proxyStatus: 'destination_unavailable',
-        headers: { 'retry-after': String(Math.max(1, Math.ceil((firstBack - now) / 1000))) },
-      });
+      throw allOutError(targets, now);
+    },
+    allOut(route) {
+      const now = Date.now();
+      if (route.targets.length === 1 || route.targets.some((target) => !isDown(target, now))) return undefined;
+      return allOutError(route.targets, now);
     },
     failed(route, upstream) {
       if (route.targets.length === 1) return;
       const entry = health.get(upstream.origin) ?? { fails: 0, downUntil: 0 };
+      // Requests that were already on their way when it went out count once, not again.
+      if (entry.downUntil > Date.now()) return;
       entry.fails++;
       if (entry.fails >= options.maxFails) {
         entry.fails = 0;

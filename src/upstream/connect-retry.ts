@@ -16,8 +16,8 @@ function isRefused(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === 'ECONNREFUSED';
 }
 
-/** What to do after a connect failure: try `upstream` after `delayMs`, or give up. */
-export type ConnectRetry = { upstream: URL; delayMs: number } | undefined;
+/** What to do after a connect failure: try `upstream` after `delayMs`, or give up with `error`. */
+export type ConnectRetry = { upstream: URL; delayMs: number } | { error: unknown };
 
 const FIRST_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 1_000;
@@ -37,15 +37,18 @@ export function planConnectRetry(err: unknown, exchange: Exchange, balancer: Bal
     try {
       return { upstream: balancer.pick(route, failed), delayMs: 0 };
     } catch {
-      // Every other upstream is out too: the grace, if any, decides.
+      // Every other upstream is out too: answered below.
     }
   }
-  if (grace <= 0 || !isRefused(err)) return undefined;
-  const elapsed = performance.now() - exchange.startedAt;
+  // Every upstream out: that, with its Retry-After, is the answer, unless a grace waits.
+  const error = balancer.allOut(route) ?? err;
+  if (grace <= 0 || !isRefused(err)) return { error };
+  const left = grace - (performance.now() - exchange.startedAt);
+  // The last wait is cut to what is left of the grace, so the last try comes at its end.
+  if (left <= 0) return { error: graceExhausted(err, grace) };
   const backoff = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** exchange.connectAttempts);
-  if (elapsed + backoff > grace) return undefined;
   exchange.connectAttempts++;
-  return { upstream: failed, delayMs: backoff };
+  return { upstream: failed, delayMs: Math.min(backoff, Math.ceil(left)) };
 }
 
 /** The 502 once a startup grace has run out: as without one, plus a Retry-After. */
@@ -93,7 +96,7 @@ export async function awaitConnectableUpstream(exchange: Exchange, balancer: Bal
       return;
     } catch (err) {
       const retry = planConnectRetry(err, exchange, balancer, grace);
-      if (!retry) throw grace > 0 && isRefused(err) ? graceExhausted(err, grace) : err;
+      if ('error' in retry) throw retry.error;
       exchange.upstream = retry.upstream;
       if (retry.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, retry.delayMs));
     }

@@ -1,0 +1,253 @@
+import diagnostics from 'node:diagnostics_channel';
+import http from 'node:http';
+import { Registry, register as globalRegistry } from 'prom-client';
+import { WebSocket, WebSocketServer } from 'ws';
+import { createProxy, type ErrorMessage, type HonestProxy, type ProxyOptions, type RequestStartMessage, type ResponseMessage, type WebSocketMessage } from '../src/index.ts';
+import { captureLogs } from './helpers/logs.ts';
+import { closedPort, listen, type Running } from './helpers/servers.ts';
+
+interface Answer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+function send(port: number, host: string, requestPath: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: requestPath, agent: false, headers: { host } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function openWebSocket(port: number, host: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/socket`, { headers: { host } });
+    ws.once('open', () => resolve(ws));
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused with ${res.statusCode}`)));
+    ws.once('error', reject);
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits (briefly) for `condition`; the caller asserts the state afterwards either way. */
+async function settle(condition: () => boolean | Promise<boolean>, ms = 500): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await condition()) && performance.now() < deadline) await sleep(10);
+}
+
+interface Sample {
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** The samples of one metric in the Prometheus text exposition. */
+function samplesOf(text: string, metric: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== metric) continue;
+    const labels: Record<string, string> = {};
+    for (const [, key, value] of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[key!] = value!;
+    out.push({ labels, value: Number(match[3]) });
+  }
+  return out;
+}
+
+function valueOf(text: string, metric: string, labels: Record<string, string> = {}): number | undefined {
+  const wanted = Object.entries(labels);
+  return samplesOf(text, metric).find((s) => Object.keys(s.labels).length === wanted.length && wanted.every(([k, v]) => s.labels[k] === v))?.value;
+}
+
+describe('observability', () => {
+  let upstream: Running;
+  let wss: WebSocketServer;
+  let downPort: number;
+  const fronts: Array<{ running: Running; proxy: HonestProxy }> = [];
+  const clients: WebSocket[] = [];
+
+  beforeAll(async () => {
+    const server = http.createServer((req, res) => {
+      // A real app echoes the request id it was given, so a client can see it.
+      const id = req.headers['x-request-id'];
+      if (typeof id === 'string') res.setHeader('x-request-id', id);
+      if (req.url === '/missing') {
+        res.statusCode = 404;
+        res.end('no such page');
+        return;
+      }
+      res.end(`ok ${req.url}`);
+    });
+    wss = new WebSocketServer({ server });
+    wss.on('connection', (socket) => socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary })));
+    upstream = await listen(server);
+    downPort = await closedPort();
+  });
+
+  afterAll(async () => {
+    for (const client of clients) client.terminate();
+    for (const { proxy, running } of fronts) {
+      await proxy.close({ timeout: 100 });
+      await running.close();
+    }
+    wss.close();
+    await upstream.close();
+  });
+
+  async function front(extra: Partial<ProxyOptions> = {}): Promise<number> {
+    const proxy = createProxy({
+      routes: { 'app.localhost': upstream.url, 'down.localhost': `http://127.0.0.1:${downPort}` },
+      logger: captureLogs('info').logger,
+      ...extra,
+    });
+    const server = http.createServer((req, res) => proxy(req, res));
+    server.on('upgrade', (req, socket, head) => proxy.upgrade(req, socket, head));
+    const running = await listen(server);
+    fronts.push({ running, proxy });
+    return running.port;
+  }
+
+  describe('metrics', () => {
+    it('counts requests by status and code, their durations, in-flight and open WebSockets', async () => {
+      const registry = new Registry();
+      const port = await front({ metrics: { registry } });
+
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) statuses.push((await send(port, 'app.localhost', `/ok-${i}`)).status);
+      statuses.push((await send(port, 'app.localhost', '/missing')).status);
+      statuses.push((await send(port, 'nobody.localhost', '/')).status);
+      statuses.push((await send(port, 'down.localhost', '/')).status);
+      expect(statuses).toEqual([200, 200, 200, 404, 404, 502]);
+
+      const durationCount = (text: string) => samplesOf(text, 'honest_proxy_request_duration_seconds_count').reduce((sum, s) => sum + s.value, 0);
+      await settle(async () => durationCount(await registry.metrics()) === 6);
+      const text = await registry.metrics();
+
+      expect(valueOf(text, 'honest_proxy_requests_total', { status: '200', code: 'upstream' })).toBe(3);
+      expect(valueOf(text, 'honest_proxy_requests_total', { status: '404', code: 'upstream' })).toBe(1);
+      expect(valueOf(text, 'honest_proxy_requests_total', { status: '404', code: 'ROUTE_NOT_FOUND' })).toBe(1);
+      expect(valueOf(text, 'honest_proxy_requests_total', { status: '502', code: 'UPSTREAM_UNREACHABLE' })).toBe(1);
+      expect(samplesOf(text, 'honest_proxy_requests_total').reduce((sum, s) => sum + s.value, 0)).toBe(6);
+      expect(durationCount(text)).toBe(6);
+      expect(valueOf(text, 'honest_proxy_in_flight')).toBe(0);
+      expect(valueOf(text, 'honest_proxy_websockets_open')).toBe(0);
+
+      const ws = await openWebSocket(port, 'app.localhost');
+      clients.push(ws);
+      const echoed = new Promise<string>((resolve) => ws.once('message', (data) => resolve(String(data))));
+      ws.send('hi');
+      expect(await echoed).toBe('hi');
+      expect(valueOf(await registry.metrics(), 'honest_proxy_websockets_open')).toBe(1);
+
+      const closed = new Promise<number>((resolve) => ws.once('close', resolve));
+      ws.close(1000);
+      expect(await closed).toBe(1000);
+      await settle(async () => valueOf(await registry.metrics(), 'honest_proxy_websockets_open') === 0);
+      const after = await registry.metrics();
+      expect(valueOf(after, 'honest_proxy_websockets_open')).toBe(0);
+      // A WebSocket is not an HTTP request: the request counts stay as they were.
+      expect(durationCount(after)).toBe(6);
+    });
+
+    it('a proxy without metrics answers, and registers nothing anywhere', async () => {
+      const port = await front();
+      const answer = await send(port, 'app.localhost', '/plain');
+      expect(answer.status).toBe(200);
+      expect(answer.body).toBe('ok /plain');
+      expect(await globalRegistry.metrics()).not.toContain('honest_proxy_');
+    });
+  });
+
+  describe('diagnostics channels', () => {
+    const names = {
+      start: 'honest-proxy:request:start',
+      response: 'honest-proxy:response',
+      error: 'honest-proxy:error',
+      wsOpen: 'honest-proxy:websocket:open',
+      wsClose: 'honest-proxy:websocket:close',
+    } as const;
+    const seen = {
+      start: [] as RequestStartMessage[],
+      response: [] as ResponseMessage[],
+      error: [] as ErrorMessage[],
+      wsOpen: [] as WebSocketMessage[],
+      wsClose: [] as WebSocketMessage[],
+    };
+    const record = (key: keyof typeof names) => (message: unknown) => void (seen[key] as unknown[]).push(message);
+    const handlers: Record<keyof typeof names, (message: unknown) => void> = {
+      start: record('start'),
+      response: record('response'),
+      error: record('error'),
+      wsOpen: record('wsOpen'),
+      wsClose: record('wsClose'),
+    };
+
+    beforeAll(() => {
+      for (const key of Object.keys(names) as Array<keyof typeof names>) diagnostics.subscribe(names[key], handlers[key]);
+    });
+
+    afterAll(() => {
+      for (const key of Object.keys(names) as Array<keyof typeof names>) diagnostics.unsubscribe(names[key], handlers[key]);
+    });
+
+    it('publishes request start, response, error and WebSocket open/close with the request id', async () => {
+      const port = await front();
+
+      const ok = await send(port, 'app.localhost', '/traced');
+      expect(ok.status).toBe(200);
+      const okId = ok.headers['x-request-id'];
+      expect(typeof okId).toBe('string');
+
+      const failed = await send(port, 'down.localhost', '/traced');
+      expect(failed.status).toBe(502);
+      const failedId = failed.headers['x-request-id'];
+      expect(typeof failedId).toBe('string');
+      expect(failedId).not.toBe(okId);
+
+      await settle(() => seen.response.length >= 2);
+
+      expect(seen.start.map((m) => m.requestId)).toEqual([okId, failedId]);
+      expect(seen.start[0]!.req.url).toBe('/traced');
+
+      const okResponse = seen.response.find((m) => m.requestId === okId);
+      expect(okResponse).toMatchObject({ statusCode: 200, code: 'upstream' });
+      expect(okResponse!.durationMs).toBeGreaterThanOrEqual(0);
+      expect(okResponse!.res.statusCode).toBe(200);
+
+      const failedResponse = seen.response.find((m) => m.requestId === failedId);
+      expect(failedResponse).toMatchObject({ statusCode: 502, code: 'UPSTREAM_UNREACHABLE' });
+      expect(failedResponse!.durationMs).toBeGreaterThanOrEqual(0);
+
+      expect(seen.error).toHaveLength(1);
+      expect(seen.error[0]!.requestId).toBe(failedId);
+      expect(seen.error[0]!.error.code).toBe('UPSTREAM_UNREACHABLE');
+      expect(seen.error[0]!.error.statusCode).toBe(502);
+
+      const ws = await openWebSocket(port, 'app.localhost');
+      clients.push(ws);
+      expect(seen.wsOpen).toHaveLength(1);
+      expect(seen.wsOpen[0]!.upstream).toBe(upstream.url);
+      expect(typeof seen.wsOpen[0]!.requestId).toBe('string');
+      expect(seen.wsOpen[0]!.req.url).toBe('/socket');
+      expect(seen.wsClose).toHaveLength(0);
+
+      const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+      ws.close(1000);
+      await closed;
+      await settle(() => seen.wsClose.length > 0);
+      expect(seen.wsClose).toHaveLength(1);
+      expect(seen.wsClose[0]!.upstream).toBe(upstream.url);
+      expect(seen.wsClose[0]!.requestId).toBe(seen.wsOpen[0]!.requestId);
+      expect(seen.wsClose[0]!.socket).toBe(seen.wsOpen[0]!.socket);
+      // The upgrade is not an HTTP request on these channels.
+      expect(seen.start).toHaveLength(2);
+    });
+  });
+});
