@@ -51,3 +51,86 @@ describe('options are checked at construction', () => {
     expect(() => portHostRoutes({ domain: 'localhost' } as never)).toThrow(/resolve must be a function/);
   });
 });
+
+describe('rateLimit takes express-rate-limit options, except those that render the 429', () => {
+  function thrownBy(options: unknown): unknown {
+    try {
+      construct(options)();
+    } catch (err) {
+      return err;
+    }
+    return undefined;
+  }
+
+  it.each<[string, unknown]>([
+    ['handler', () => undefined],
+    ['message', 'Slow down'],
+    ['statusCode', 503],
+    ['standardHeaders', 'draft-8'],
+    ['legacyHeaders', true],
+    ['headers', true],
+  ])('refuses rateLimit.%s, saying the proxy renders the 429 itself', (name, value) => {
+    const thrown = thrownBy({ routes, rateLimit: { limit: 5, [name]: value } });
+    expect(thrown).toBeInstanceOf(ProxyOptionsError);
+    const { message } = thrown as ProxyOptionsError;
+    expect(message).toMatch(new RegExp(`^honest-proxy: rateLimit\\.${name}\\b.* is not accepted: the proxy renders the 429 itself`));
+    expect(message).toContain('with Retry-After and the RateLimit headers');
+    expect(message).toContain('errorFormat');
+  });
+
+  it('accepts every other v8 option at construction', () => {
+    const proxy = createProxy({
+      routes,
+      rateLimit: {
+        windowMs: 30_000,
+        max: 10,
+        ipv6Subnet: 64,
+        skip: () => false,
+        skipSuccessfulRequests: false,
+        skipFailedRequests: true,
+        requestWasSuccessful: (_req, res) => res.statusCode < 500,
+        retryAfter: 30,
+        identifier: 'per-client',
+        requestPropertyName: 'quota',
+        validate: { trustProxy: false },
+        logger: { error: () => undefined, warn: () => undefined },
+        passOnStoreError: false,
+      },
+    });
+    expect(typeof proxy).toBe('function');
+  });
+
+  it.each<[string, unknown, RegExp]>([
+    ['both passOnStoreError and onStoreError', { limit: 1, passOnStoreError: true, onStoreError: 'deny' }, /rateLimit\.passOnStoreError and rateLimit\.onStoreError .*give only one/],
+    ['both limit and max', { limit: 1, max: 2 }, /rateLimit\.limit and rateLimit\.max .*give only one/],
+    ['a bad max', { max: -1 }, /rateLimit\.max must be a whole number above 0/],
+    ['a non-boolean skipFailedRequests', { limit: 1, skipFailedRequests: 'yes' }, /rateLimit\.skipFailedRequests must be true or false/],
+    ['a non-function requestWasSuccessful', { limit: 1, requestWasSuccessful: true }, /rateLimit\.requestWasSuccessful must be a function/],
+    ['ipv6Subnet out of range', { limit: 1, ipv6Subnet: 129 }, /rateLimit\.ipv6Subnet must be a prefix length from 1 to 128/],
+    ['ipv6Subnet with a keyGenerator', { limit: 1, ipv6Subnet: 64, keyGenerator: () => 'k' }, /rateLimit\.ipv6Subnet applies to the default key only/],
+    ['a requestPropertyName the request already has', { limit: 1, requestPropertyName: 'headers' }, /rateLimit\.requestPropertyName must be a property name the request does not already have/],
+    ['a bad retryAfter', { limit: 1, retryAfter: -5 }, /rateLimit\.retryAfter must be a whole number of seconds/],
+    ['a logger without warn', { limit: 1, logger: { error: () => undefined } }, /rateLimit\.logger must be an object with error/],
+    ['a bad validate', { limit: 1, validate: 'all' }, /rateLimit\.validate must be true, false, or a record/],
+  ])('rejects %s', (_case, rateLimit, message) => {
+    const thrown = thrownBy({ routes, rateLimit });
+    expect(thrown).toBeInstanceOf(ProxyOptionsError);
+    expect((thrown as Error).message).toMatch(message);
+  });
+});
+
+describe('portHostRoutes reports a bad configuration as a ProxyOptionsError', () => {
+  it.each<[string, unknown, RegExp]>([
+    ['an empty domain', { domain: '', resolve: () => undefined }, /^honest-proxy: portHostRoutes: domain must be a host name/],
+    ['no resolve', { domain: 'localhost' }, /^honest-proxy: portHostRoutes: resolve must be a function/],
+  ])('%s', (_case, options, message) => {
+    let thrown: unknown;
+    try {
+      portHostRoutes(options as never);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(ProxyOptionsError);
+    expect(thrown).toMatchObject({ code: 'ERR_HONEST_PROXY_OPTIONS', name: 'ProxyOptionsError', message: expect.stringMatching(message) });
+  });
+});

@@ -99,12 +99,98 @@ describe('rateLimit option', () => {
     ['not an object', 5, /rateLimit must be false or express-rate-limit options/],
     ['no limit', {}, /rateLimit.limit must be a whole number above 0 or a function/],
     ['a zero limit', { limit: 0 }, /rateLimit.limit must be a whole number above 0/],
-    ['an unknown key', { limit: 1, max: 5 }, /unknown option rateLimit.max; known are rateLimit.windowMs/],
+    ['an unknown key', { limit: 1, maxRequests: 5 }, /unknown option rateLimit.maxRequests; known are rateLimit.windowMs/],
     ['a bad window', { limit: 1, windowMs: 0 }, /rateLimit.windowMs must be a whole number of milliseconds/],
     ['a bad key generator', { limit: 1, keyGenerator: 'ip' }, /rateLimit.keyGenerator must be a function/],
     ['a bad store', { limit: 1, store: {} }, /rateLimit.store must be an express-rate-limit Store/],
     ['a bad onStoreError', { limit: 1, onStoreError: 'ignore' }, /rateLimit.onStoreError must be 'allow' or 'deny'/],
   ])('rejects %s', (_case, rateLimit, message) => {
     expect(() => createProxy({ routes, rateLimit } as ProxyOptions)).toThrow(message);
+  });
+});
+
+describe.each(EXPRESS_VERSIONS)('rate limit, express-rate-limit options passed on (%s)', (_name, express) => {
+  let upstream: Upstream;
+  const apps: ProxyApp[] = [];
+  const { logger, records } = captureLogs('info');
+
+  beforeAll(async () => {
+    upstream = await startUpstream((req, res) => {
+      res.statusCode = req.url === '/fail' ? 500 : 200;
+      res.end(req.url === '/fail' ? 'upstream failed' : 'ok');
+    });
+  });
+  afterAll(async () => {
+    await Promise.all([...apps, upstream].map((s) => s.close()));
+  });
+  beforeEach(() => {
+    records.length = 0;
+  });
+
+  async function start(rateLimit: ProxyOptions['rateLimit']): Promise<ProxyApp> {
+    const app = await startProxyApp(express, { routes: { 'a.localhost': upstream.url }, rateLimit, logger });
+    apps.push(app);
+    return app;
+  }
+  const get = (app: ProxyApp, path: string) => request(app.server).get(`${PREFIX}${path}`).set('Host', 'a.localhost');
+
+  it('skipFailedRequests: an upstream 500 is relayed and not counted; without it, it is', async () => {
+    const counting = await start({ limit: 1 });
+    expect((await get(counting, '/fail')).status).toBe(500);
+    expect((await get(counting, '/')).status).toBe(429);
+
+    const skipping = await start({ limit: 1, skipFailedRequests: true });
+    for (let i = 0; i < 3; i++) {
+      const failed = await get(skipping, '/fail');
+      expect(failed.status).toBe(500);
+      expect(failed.text).toBe('upstream failed');
+    }
+    expect((await get(skipping, '/')).status).toBe(200);
+    expect((await get(skipping, '/')).status).toBe(429);
+  });
+
+  it('requestPropertyName: the counts go on that property, and the 429 still logs the key', async () => {
+    const seen: Array<{ quota: unknown; rateLimit: unknown }> = [];
+    const app = await start({
+      limit: 1,
+      requestPropertyName: 'quota',
+      skipSuccessfulRequests: true,
+      requestWasSuccessful: (req, res) => {
+        seen.push({ quota: (req as unknown as Record<string, unknown>)['quota'], rateLimit: (req as unknown as Record<string, unknown>)['rateLimit'] });
+        return res.statusCode < 400;
+      },
+    });
+    expect((await get(app, '/fail')).status).toBe(500);
+    expect((await get(app, '/')).status).toBe(429);
+    expect(seen[0]).toEqual({ quota: expect.objectContaining({ limit: 1, used: 1, remaining: 0, key: '127.0.0.1' }), rateLimit: undefined });
+    expect(records.find((r) => r.code === 'RATE_LIMITED')).toMatchObject({ key: '127.0.0.1' });
+  });
+
+  it('ipv6Subnet: the default key groups IPv6 clients by /56, or by the prefix given', async () => {
+    const limitFor = async (rateLimit: ProxyOptions['rateLimit']) => {
+      const app = await startProxyApp(express, { routes: { 'a.localhost': upstream.url }, rateLimit, trustProxy: 'loopback', logger });
+      apps.push(app);
+      const statuses: number[] = [];
+      // Two clients in one /56 but different /64s.
+      for (const client of ['2001:db8:0:1::1', '2001:db8:0:2::1', '2001:db8:0:1::1']) {
+        statuses.push((await get(app, '/').set('X-Forwarded-For', client)).status);
+      }
+      return statuses;
+    };
+    expect(await limitFor({ limit: 1 })).toEqual([200, 429, 429]);
+    expect(await limitFor({ limit: 1, ipv6Subnet: 64 })).toEqual([200, 200, 429]);
+    expect(await limitFor({ limit: 1, ipv6Subnet: false })).toEqual([200, 200, 429]);
+    expect(await limitFor({ limit: 1, ipv6Subnet: () => 64 })).toEqual([200, 200, 429]);
+    expect(await limitFor({ limit: 1, ipv6Subnet: () => 48 })).toEqual([200, 429, 429]);
+  });
+
+  it('max is taken as limit, and retryAfter sets Retry-After on the 429', async () => {
+    const app = await startProxyApp(express, { routes: { 'a.localhost': upstream.url }, rateLimit: { max: 1, retryAfter: 7 }, errorFormat: 'json', logger });
+    apps.push(app);
+    expect((await get(app, '/')).status).toBe(200);
+    const limited = await get(app, '/');
+    expect(limited.status).toBe(429);
+    expect(limited.headers['retry-after']).toBe('7');
+    expect(limited.body).toMatchObject({ statusCode: 429, retryAfter: 7 });
   });
 });

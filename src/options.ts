@@ -137,7 +137,27 @@ const KNOWN_OPTIONS = new Set([
   'passiveHealth',
   'metrics',
 ]);
-const RATE_LIMIT_OPTIONS = new Set(['windowMs', 'limit', 'keyGenerator', 'skip', 'store', 'onStoreError']);
+// express-rate-limit v8 options the proxy passes on (`max` is its older name
+// for `limit`), plus its own `onStoreError`.
+const RATE_LIMIT_OPTIONS = new Set([
+  'windowMs',
+  'limit',
+  'max',
+  'keyGenerator',
+  'ipv6Subnet',
+  'skip',
+  'skipSuccessfulRequests',
+  'skipFailedRequests',
+  'requestWasSuccessful',
+  'store',
+  'retryAfter',
+  'identifier',
+  'requestPropertyName',
+  'validate',
+  'logger',
+  'passOnStoreError',
+  'onStoreError',
+]);
 const MAX_TIMER_MS = 2_147_483_647;
 // RFC 8941 sf-token, the form a Proxy-Status member name takes unquoted.
 const SF_TOKEN = /^[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*$/;
@@ -206,21 +226,77 @@ function isFunction(value: unknown): boolean {
 function resolveRateLimit(value: unknown): RateLimitOptions | false {
   if (value === undefined || value === false) return false;
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    fail(`rateLimit must be false or express-rate-limit options { windowMs, limit, keyGenerator, skip, store, onStoreError }; got ${show(value)}`);
+    fail(`rateLimit must be false or express-rate-limit options { windowMs, limit, keyGenerator, skip, store, onStoreError... }; got ${show(value)}`);
   }
+  // express-rate-limit options that shape the 429, which the proxy writes itself.
+  const rendersTheResponse = new Map([
+    ['handler', ''],
+    ['message', ''],
+    ['statusCode', ''],
+    ['standardHeaders', ''],
+    ['legacyHeaders', ''],
+    ['headers', " (express-rate-limit's older name for legacyHeaders)"],
+  ]);
   const options = value as Record<string, unknown>;
   for (const key of Object.keys(options)) {
+    const aside = rendersTheResponse.get(key);
+    if (aside !== undefined) {
+      fail(
+        `rateLimit.${key}${aside} is not accepted: the proxy renders the 429 itself, with Retry-After and the RateLimit headers; ` +
+          "choose its body with errorFormat ('text', 'json' or a function), or pass the error on with onError: 'next'",
+      );
+    }
     if (!RATE_LIMIT_OPTIONS.has(key)) fail(`unknown option rateLimit.${key}; known are ${[...RATE_LIMIT_OPTIONS].map((k) => `rateLimit.${k}`).join(', ')}`);
   }
-  const { windowMs, limit, keyGenerator, skip, store, onStoreError } = options;
+  const { windowMs, limit, max, keyGenerator, ipv6Subnet, skip, store, retryAfter, identifier, requestPropertyName, validate, logger, passOnStoreError, onStoreError } = options;
   if (windowMs !== undefined) milliseconds(windowMs, 'rateLimit.windowMs', 0);
-  if (!isFunction(limit) && !(typeof limit === 'number' && Number.isInteger(limit) && limit > 0)) {
-    fail(`rateLimit.limit must be a whole number above 0 or a function (req, res) => number; got ${show(limit)}`);
+  if (limit !== undefined && max !== undefined) fail('rateLimit.limit and rateLimit.max are one option (max is its older name); give only one');
+  const [limitName, count] = max === undefined ? ['limit', limit] : ['max', max];
+  if (!isFunction(count) && !(typeof count === 'number' && Number.isInteger(count) && count > 0)) {
+    fail(`rateLimit.${limitName} must be a whole number above 0 or a function (req, res) => number; got ${show(count)}`);
   }
   if (keyGenerator !== undefined && !isFunction(keyGenerator)) fail(`rateLimit.keyGenerator must be a function (req, res) => string; got ${show(keyGenerator)}`);
+  if (ipv6Subnet !== undefined) {
+    if (ipv6Subnet !== false && !isFunction(ipv6Subnet) && !(typeof ipv6Subnet === 'number' && Number.isInteger(ipv6Subnet) && ipv6Subnet >= 1 && ipv6Subnet <= 128)) {
+      fail(`rateLimit.ipv6Subnet must be a prefix length from 1 to 128, false, or a function (req, res) => number; got ${show(ipv6Subnet)}`);
+    }
+    if (keyGenerator !== undefined) {
+      fail('rateLimit.ipv6Subnet applies to the default key only; with rateLimit.keyGenerator, call ipKeyGenerator(ip, prefix) in it instead');
+    }
+  }
   if (skip !== undefined && !isFunction(skip)) fail(`rateLimit.skip must be a function (req, res) => boolean; got ${show(skip)}`);
+  booleanOption(options.skipSuccessfulRequests, 'rateLimit.skipSuccessfulRequests', false);
+  booleanOption(options.skipFailedRequests, 'rateLimit.skipFailedRequests', false);
+  if (options.requestWasSuccessful !== undefined && !isFunction(options.requestWasSuccessful)) {
+    fail(`rateLimit.requestWasSuccessful must be a function (req, res) => boolean; got ${show(options.requestWasSuccessful)}`);
+  }
   if (store !== undefined && typeof (store as { increment?: unknown } | null)?.increment !== 'function') {
     fail(`rateLimit.store must be an express-rate-limit Store (e.g. new RedisStore(...)); got ${show(store)}`);
+  }
+  if (retryAfter !== undefined && !isFunction(retryAfter) && !(typeof retryAfter === 'number' && Number.isInteger(retryAfter) && retryAfter >= 0)) {
+    fail(`rateLimit.retryAfter must be a whole number of seconds or a function (req, res) => number; got ${show(retryAfter)}`);
+  }
+  if (identifier !== undefined && typeof identifier !== 'string' && !isFunction(identifier)) {
+    fail(`rateLimit.identifier must be a string or a function (req, res) => string; got ${show(identifier)}`);
+  }
+  if (requestPropertyName !== undefined) {
+    // A name the request already has (req.headers, req.body, req.ip...) would be overwritten with the counts.
+    const taken = ['app', 'res', 'next', 'params', 'query', 'body', 'route', 'baseUrl', 'originalUrl', 'path', 'ip', 'ips', 'host', 'hostname', 'protocol', 'secure', 'subdomains', 'xhr', 'fresh', 'stale', 'cookies', 'signedCookies'];
+    if (typeof requestPropertyName !== 'string' || !/^[A-Za-z_$][\w$]*$/.test(requestPropertyName) || requestPropertyName in new http.IncomingMessage(null as never) || taken.includes(requestPropertyName)) {
+      fail(`rateLimit.requestPropertyName must be a property name the request does not already have, such as 'rateLimit'; got ${show(requestPropertyName)}`);
+    }
+  }
+  const isChecks = (checks: unknown): boolean =>
+    checks !== null && typeof checks === 'object' && !Array.isArray(checks) && Object.values(checks).every((v) => typeof v === 'boolean');
+  if (validate !== undefined && typeof validate !== 'boolean' && !isChecks(validate)) {
+    fail(`rateLimit.validate must be true, false, or a record of check names to true or false; got ${show(validate)}`);
+  }
+  if (logger !== undefined && !(isFunction((logger as { error?: unknown } | null)?.error) && isFunction((logger as { warn?: unknown }).warn))) {
+    fail(`rateLimit.logger must be an object with error(err, message) and warn(err, message) methods; got ${show(logger)}`);
+  }
+  booleanOption(passOnStoreError, 'rateLimit.passOnStoreError', true);
+  if (passOnStoreError !== undefined && onStoreError !== undefined) {
+    fail("rateLimit.passOnStoreError and rateLimit.onStoreError say the same thing (true is 'allow', false is 'deny'); give only one");
   }
   if (onStoreError !== undefined && onStoreError !== 'allow' && onStoreError !== 'deny') {
     fail(`rateLimit.onStoreError must be 'allow' or 'deny'; got ${show(onStoreError)}`);

@@ -25,7 +25,8 @@ const HEADER_VALUE = /^[\t\x20-\x7e]+$/;
 
 const renderText: ErrorRenderer = (error) => ({ contentType: 'text/plain; charset=utf-8', body: error.statusText });
 
-// Seed 001's shape. `error` is the class's fixed description, never a cause's message.
+// The JSON shape of a common API error format: {statusCode, message, error}.
+// `error` is the class's fixed description, never a cause's message.
 const renderJson: ErrorRenderer = (error) => {
   const payload: Record<string, unknown> = { statusCode: error.statusCode, message: error.statusText, error: error.description };
   const retryAfter = Number(error.headers['retry-after']);

@@ -2,32 +2,94 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { Request, Response } from 'express';
-import { ipKeyGenerator, rateLimit, type Store } from 'express-rate-limit';
+import { ipKeyGenerator, rateLimit, type EnabledValidations, type Options, type Logger as RateLimitLogger, type Store } from 'express-rate-limit';
 import { GuardUnavailableError, ProxyError, RateLimitedError } from '../errors.ts';
 import { describeCause, type Logger } from '../logging.ts';
 import { clientAddress, trustFor, type TrustFunction } from '../upstream/forwarded.ts';
 
 type ValueOf<T> = (req: IncomingMessage, res: ServerResponse) => T | Promise<T>;
 
-/** The subset of express-rate-limit v8 options the proxy passes on, plus what to do when the store fails. */
-export interface RateLimitOptions {
+/**
+ * express-rate-limit v8 options, passed on to it, plus `onStoreError`. The
+ * options that shape the 429 itself (`handler`, `message`, `statusCode`,
+ * `standardHeaders`, `legacyHeaders` and its old name `headers`) are refused:
+ * the proxy writes the 429 (with Retry-After and the RateLimit headers) in its
+ * own `errorFormat`.
+ */
+interface RateLimitSharedOptions {
   /** Window length in ms. Default 60000. */
   windowMs?: number;
-  /** Requests allowed per key per window. Required. */
-  limit: number | ValueOf<number>;
   /**
    * Default: the client IP through express-rate-limit's ipKeyGenerator (IPv6
    * /56): Express's `req.ip`, which honours `trust proxy`; for a WebSocket
    * upgrade, which never passes through Express, the socket's address.
    */
   keyGenerator?: ValueOf<string>;
+  /**
+   * How much of an IPv6 client address the default key keeps: a prefix length
+   * (default 56, so one household or small network shares a count), `false`
+   * for the whole address, or a function of the request. Only with the default
+   * key: with your own `keyGenerator`, call `ipKeyGenerator(ip, prefix)` there.
+   */
+  ipv6Subnet?: number | false | ValueOf<number>;
   /** Requests for which this returns true are not counted. */
   skip?: ValueOf<boolean>;
+  /** Take back the count of a request whose response succeeded (by `requestWasSuccessful`). Default false. */
+  skipSuccessfulRequests?: boolean;
+  /**
+   * Take back the count of a request whose response failed (by
+   * `requestWasSuccessful`), or whose connection closed before the response
+   * ended. Default false. A WebSocket upgrade always counts.
+   */
+  skipFailedRequests?: boolean;
+  /** Decides, once the response has finished, whether it succeeded. Default: status below 400. */
+  requestWasSuccessful?: ValueOf<boolean>;
   /** Where counts live. Default: in memory, per process. Use rate-limit-redis for many instances. */
   store?: Store;
+  /**
+   * Seconds to put in Retry-After on the 429, or a function of the request.
+   * Advice to the client only: the block still lasts until the window ends.
+   * Default: the seconds left in the window.
+   */
+  retryAfter?: number | ValueOf<number>;
+  /**
+   * The policy name that express-rate-limit puts in draft-8 RateLimit headers.
+   * The proxy sends the draft-7 headers, which carry no name, so this changes nothing.
+   */
+  identifier?: string | ValueOf<string>;
+  /** The request property that gets `{ limit, used, remaining, resetTime, key }`. Default `'rateLimit'`. */
+  requestPropertyName?: string;
+  /**
+   * express-rate-limit's own configuration checks: all on (default), all off,
+   * or some by name. Its checks of `req.ip` and `trust proxy` never run: they
+   * live in its default key, and the proxy always supplies its own.
+   */
+  validate?: boolean | EnabledValidations;
+  /** Where express-rate-limit's own warnings and errors go. Default: the proxy's `logger`. */
+  logger?: RateLimitLogger;
+  /** express-rate-limit's name for `onStoreError`: true is `'allow'`, false is `'deny'`. Give one of the two. */
+  passOnStoreError?: boolean;
   /** When the store fails: `'allow'` (default) lets the request through and logs at error; `'deny'` answers 503. */
   onStoreError?: 'allow' | 'deny';
 }
+
+/** Requests allowed per key per window: a whole number, or a function of the request. */
+type RateLimitCount = number | ValueOf<number>;
+
+/** express-rate-limit options the proxy accepts. `limit` (or its older name `max`) is required. */
+export type RateLimitOptions = RateLimitSharedOptions &
+  (
+    | {
+        /** Requests allowed per key per window. Required (or give it as `max`). */
+        limit: RateLimitCount;
+        max?: undefined;
+      }
+    | {
+        /** express-rate-limit's older name for `limit`. */
+        max: RateLimitCount;
+        limit?: undefined;
+      }
+  );
 
 /** Resolves when the request may go on; rejects with a ProxyError when it may not. */
 export type RateLimitGuard = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
@@ -38,29 +100,42 @@ export function loggableKey(key: string): string {
   return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
+// Settings of an app that is not there: express-rate-limit's Express checks then find nothing to warn about.
+const NO_APP = { get: () => undefined };
+
 /**
- * The client's address by the same trust rule as the forwarded headers (the
- * `trustProxy` option, else Express's `trust proxy`): a client cannot pick its
- * own key by sending X-Forwarded-For to a proxy that does not trust it.
+ * The request express-rate-limit sees. Its own key generator runs, and with
+ * it its checks on `trust proxy` and X-Forwarded-For (a permissive setting is
+ * logged), on `request.ip`: Express's own where that is the rule; else the
+ * client's address by the `trustProxy` option (or, outside Express, the
+ * peer's), on a view of the request, so the request itself is not written to.
+ * Either way a client cannot pick its key by sending X-Forwarded-For to a
+ * proxy that does not trust it.
  */
-function clientAddressKey(trust: TrustFunction | undefined): (req: Request) => string {
-  return (req) => ipKeyGenerator(trust === undefined && req.ip !== undefined ? req.ip : clientAddress(req, trustFor(req, trust)), 56);
+function limiterView(req: Request, trust: TrustFunction | undefined): Request {
+  if (trust === undefined && req.ip !== undefined) return req;
+  return Object.create(req, {
+    ip: { value: clientAddress(req, trustFor(req, trust)) },
+    ...(req.app === undefined && { app: { value: NO_APP } }),
+  }) as Request;
 }
 
 const RATE_LIMIT_HEADERS = ['retry-after', 'ratelimit', 'ratelimit-policy'];
 
 export function createRateLimitGuard(options: RateLimitOptions, logger: Logger, trust?: TrustFunction): RateLimitGuard {
+  // The rest (skip, skipFailedRequests, store, requestPropertyName...) is
+  // express-rate-limit's to read as given; options.ts let through only known names.
+  const { windowMs, limit, max, logger: ownLogger, passOnStoreError, onStoreError, ...passedOn } = options;
+  const propertyName = options.requestPropertyName ?? 'rateLimit';
   const limiter = rateLimit({
-    windowMs: options.windowMs ?? 60_000,
-    limit: options.limit as number,
-    keyGenerator: (options.keyGenerator as unknown as (req: Request, res: Response) => string) ?? clientAddressKey(trust),
-    ...(options.skip && { skip: options.skip as unknown as (req: Request, res: Response) => boolean }),
-    ...(options.store && { store: options.store }),
+    ...(passedOn as unknown as Partial<Options>),
+    windowMs: windowMs ?? 60_000,
+    limit: (limit ?? max) as Options['limit'],
     // draft-7 sets its headers with setHeader alone (draft-8 needs Express's
     // res.append), so the same limiter serves upgrades, which have no Express res.
     standardHeaders: 'draft-7',
     legacyHeaders: false,
-    passOnStoreError: options.onStoreError !== 'deny',
+    passOnStoreError: passOnStoreError ?? onStoreError !== 'deny',
     handler: (req, res, next) => {
       // The error carries the headers itself, so every way of answering it
       // (a response, a raw upgrade socket, next(err)) can send them.
@@ -69,10 +144,10 @@ export function createRateLimitGuard(options: RateLimitOptions, logger: Logger, 
         const value = res.getHeader(name);
         if (value !== undefined) headers[name] = String(value);
       }
-      const key = (req as Request & { rateLimit?: { key?: string } }).rateLimit?.key;
+      const key = (req as unknown as Record<string, { key?: string } | undefined>)[propertyName]?.key;
       next(new RateLimitedError('rate limit exceeded', { headers, ...(key !== undefined && { logFields: { key: loggableKey(key) } }) }));
     },
-    logger: {
+    logger: ownLogger ?? {
       error: (error, message) => logger.error(message ?? 'rate limiter error', { cause: describeCause(error, false) }),
       warn: (error, message) => logger.warn(message ?? 'rate limiter warning', { cause: describeCause(error, false) }),
     },
@@ -80,11 +155,14 @@ export function createRateLimitGuard(options: RateLimitOptions, logger: Logger, 
 
   return (req, res) =>
     new Promise((resolve, reject) => {
-      void limiter(req as Request, res as Response, (err?: unknown) => {
+      const view = limiterView(req as Request, trust);
+      void limiter(view, res as Response, (err?: unknown) => {
         if (err instanceof ProxyError) return reject(err);
         if (err) return reject(new GuardUnavailableError('rate limit store failed; request denied', { cause: err }));
         // The counts belong on our 429s only: an upstream response stays untouched.
         for (const name of RATE_LIMIT_HEADERS) res.removeHeader(name);
+        // Where the counts are asked for, on the request, as express-rate-limit puts them.
+        if (view !== req) (req as unknown as Record<string, unknown>)[propertyName] = (view as unknown as Record<string, unknown>)[propertyName];
         resolve();
       });
     });

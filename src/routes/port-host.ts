@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { ProxyOptionsError } from '../options.ts';
 import { normalizeHost } from './host.ts';
 import type { RouteFunction } from './table.ts';
 import type { Target } from './target.ts';
@@ -21,8 +22,8 @@ const LABEL_PATTERN = /^([1-9][0-9]{0,4})-([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)
  */
 export function portHostRoutes(options: PortHostRoutesOptions): RouteFunction {
   const domain = normalizeHost(options?.domain);
-  if (!domain) throw new TypeError(`portHostRoutes: domain must be a host name such as "localhost"; got ${JSON.stringify(options?.domain)}`);
-  if (typeof options.resolve !== 'function') throw new TypeError('portHostRoutes: resolve must be a function (id, port, req) => target | undefined');
+  if (!domain) throw new ProxyOptionsError(`portHostRoutes: domain must be a host name such as "localhost"; got ${JSON.stringify(options?.domain)}`);
+  if (typeof options.resolve !== 'function') throw new ProxyOptionsError('portHostRoutes: resolve must be a function (id, port, req) => target | undefined');
   const suffix = `.${domain}`;
   const { resolve } = options;
 
