@@ -3,19 +3,24 @@
 // "first after a pause" effects land on every variant alike.
 import { runLoad } from './load/autocannon.ts';
 import { runTransfers } from './load/transfer.ts';
-import { MiB } from './ipc/messages.ts';
-import type { Child } from './ipc/parent.ts';
-import { startProxies } from './proxies.ts';
-import { summarizeLoad, summarizeTransfer, type Failed, type LoadRound, type ScenarioResult, type TransferRound, type Variant } from './results.ts';
+import { MiB, type PoolInfo } from './ipc/messages.ts';
+import type { Child, Usage } from './ipc/parent.ts';
+import { checkAffinity, type Pinning } from './pinning.ts';
+import { startProxies, type ProxySet } from './proxies.ts';
+import { summarizeLoad, summarizeTransfer, type Failed, type LoadRound, type ScenarioResult, type TransferRound, type Variant, type WindowCost } from './results.ts';
 import { HOST, type LoadScenario, type Settings, type TransferScenario } from './scenarios.ts';
 
 export interface Context {
   settings: Settings;
+  upstream: Child;
   upstreamPort: number;
   /** A loopback port nothing listens on. */
   deadPort: number;
   logDir: string;
   variants: readonly Variant[];
+  pinning: Pinning;
+  /** Called with each variant's upstream pool once its child has seen it. */
+  notePool: (variant: Variant, pool: PoolInfo) => void;
   progress: (line: string) => void;
   warn: (line: string) => void;
 }
@@ -67,6 +72,65 @@ function portOf(child: Child | undefined, ctx: Context): number {
   return child?.port ?? ctx.upstreamPort;
 }
 
+async function proxiesFor(variants: readonly Variant[], target: string, ctx: Context, tag: string): Promise<ProxySet> {
+  const proxies = await startProxies(variants, target, ctx.logDir, tag, [], ctx.pinning.pinned ? ctx.pinning.proxyCpus : undefined);
+  // Checked, not assumed: every thread of every child on the proxy core.
+  for (const variant of variants) {
+    const child = proxies.get(variant);
+    const wrong = child && checkAffinity(ctx.pinning, 'proxies', child.pid, ctx.pinning.pinned ? ctx.pinning.proxyCpus : undefined);
+    if (wrong) ctx.warn(wrong);
+  }
+  return proxies;
+}
+
+interface Snapshot {
+  proxy: Usage | null;
+  upstream: Usage;
+}
+
+/** The proxy's and the upstream's counters at one instant, asked for together. */
+async function snapshot(child: Child | undefined, ctx: Context): Promise<Snapshot> {
+  const [proxy, upstream] = await Promise.all([child ? child.usage() : null, ctx.upstream.usage()]);
+  return { proxy, upstream };
+}
+
+/** Both processes' CPU over a window, and the upstream connections the proxy opened in it. */
+function costOf(variant: Variant, before: Snapshot, after: Snapshot, ctx: Context): WindowCost {
+  if (after.proxy?.pool) ctx.notePool(variant, after.proxy.pool);
+  return {
+    cpuMicros: before.proxy && after.proxy ? after.proxy.cpuMicros - before.proxy.cpuMicros : null,
+    upstreamCpuMicros: after.upstream.cpuMicros - before.upstream.cpuMicros,
+    upstreamConnections: after.upstream.accepted - before.upstream.accepted,
+  };
+}
+
+const QUIET_POLL_MS = 25;
+const QUIET_MAX_MS = 1_000;
+/** A process using less than this share of a core between two polls counts as idle. */
+const QUIET_SHARE = 0.05;
+
+/**
+ * Waits (bounded) until the proxy and the upstream have stopped working off
+ * the requests still in flight when the client stopped, and their garbage:
+ * every proxy shares one core, so that tail would otherwise run into the
+ * next variant's window, and the upstream connections it opens would be
+ * counted there.
+ */
+async function quiesce(child: Child | undefined, ctx: Context): Promise<void> {
+  let last = await snapshot(child, ctx);
+  for (let waited = 0; waited < QUIET_MAX_MS; waited += QUIET_POLL_MS) {
+    await new Promise((resolve) => setTimeout(resolve, QUIET_POLL_MS));
+    const now = await snapshot(child, ctx);
+    const busiest = Math.max(now.upstream.cpuMicros - last.upstream.cpuMicros, now.proxy && last.proxy ? now.proxy.cpuMicros - last.proxy.cpuMicros : 0);
+    last = now;
+    if (busiest < QUIET_SHARE * QUIET_POLL_MS * 1000) return;
+  }
+}
+
+function fixed(value: number | null, digits: number): string {
+  return value === null ? 'n/a' : value.toFixed(digits);
+}
+
 export async function measureLoad(scenario: LoadScenario, ctx: Context): Promise<ScenarioResult> {
   // On the error path `direct` would only measure refused connects: n/a.
   const variants = ctx.variants.filter((v) => !(scenario.deadUpstream && v === 'direct'));
@@ -76,11 +140,14 @@ export async function measureLoad(scenario: LoadScenario, ctx: Context): Promise
   const load = (port: number, seconds: number) =>
     runLoad({ port, host: HOST, method: scenario.method, path: scenario.path, body, connections: scenario.connections, seconds });
 
-  const proxies = await startProxies(variants, target, ctx.logDir, scenario.id);
+  const proxies = await proxiesFor(variants, target, ctx, scenario.id);
   try {
-    proxies.warnings.forEach(ctx.warn);
     // A warm-up failure shows up again, recorded, in the measured rounds.
-    for (const variant of variants) await load(portOf(proxies.get(variant), ctx), ctx.settings.warmupSeconds).catch(() => undefined);
+    for (const variant of variants) {
+      const child = proxies.get(variant);
+      await load(portOf(child, ctx), ctx.settings.warmupSeconds).catch(() => undefined);
+      await quiesce(child, ctx).catch(() => undefined);
+    }
     for (let round = 0; round < ctx.settings.rounds; round++) {
       for (const variant of rotate(variants, round)) {
         const child = proxies.get(variant);
@@ -90,11 +157,21 @@ export async function measureLoad(scenario: LoadScenario, ctx: Context): Promise
           ctx,
           async () => {
             await child?.mark();
+            const before = await snapshot(child, ctx);
             const sample = await load(portOf(child, ctx), ctx.settings.loadSeconds);
+            const after = await snapshot(child, ctx);
             const peak = child ? await child.peak() : null;
-            return { ok: true as const, ...sample, peakRssMiB: peak === null ? null : toMiB(peak) };
+            const cost = costOf(variant, before, after, ctx);
+            await quiesce(child, ctx);
+            return {
+              ok: true as const,
+              ...sample,
+              ...cost,
+              peakRssMiB: peak === null ? null : toMiB(peak),
+              cpuMicrosPerRequest: cost.cpuMicros === null || sample.requests === 0 ? null : cost.cpuMicros / sample.requests,
+            };
           },
-          (r) => `${r.rps.toFixed(0)} req/s, p99 ${r.p99} ms`,
+          (r) => `${r.rps.toFixed(0)} req/s, p99 ${r.p99} ms, CPU ${fixed(r.cpuMicrosPerRequest, 0)} µs/req, ${r.upstreamConnections} upstream conns${r.non2xx || r.errors || r.timeouts ? `, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts` : ''}`,
         );
         rounds.get(variant)!.push(result);
       }
@@ -122,9 +199,8 @@ export async function measureTransfer(scenario: TransferScenario, ctx: Context):
     runTransfers({ port, host: HOST, direction: scenario.direction, bytes, concurrency: scenario.concurrency, timeoutMs: TRANSFER_TIMEOUT_MS });
 
   for (let round = 0; round < ctx.settings.rounds; round++) {
-    const proxies = await startProxies(ctx.variants, `http://127.0.0.1:${ctx.upstreamPort}`, ctx.logDir, `${scenario.id}-${round + 1}`);
+    const proxies = await proxiesFor(ctx.variants, `http://127.0.0.1:${ctx.upstreamPort}`, ctx, `${scenario.id}-${round + 1}`);
     try {
-      if (round === 0) proxies.warnings.forEach(ctx.warn);
       // Load the streaming code paths before the baseline; a failure here
       // shows up again, recorded, in the measured transfer.
       for (const variant of ctx.variants) await transfer(portOf(proxies.get(variant), ctx), TRANSFER_WARMUP_BYTES).catch(() => undefined);
@@ -136,17 +212,24 @@ export async function measureTransfer(scenario: TransferScenario, ctx: Context):
           ctx,
           async () => {
             const baseline = child ? await child.mark() : null;
+            const before = await snapshot(child, ctx);
             const sample = await transfer(portOf(child, ctx), scenario.bytes);
+            const after = await snapshot(child, ctx);
             const peak = child ? await child.peak() : null;
+            const cost = costOf(variant, before, after, ctx);
+            const cpuMs = cost.cpuMicros === null ? null : cost.cpuMicros / 1000;
             return {
               ok: true as const,
               ...sample,
+              ...cost,
+              cpuMsPerTransfer: cpuMs === null ? null : cpuMs / scenario.concurrency,
+              cpuMsPerMiB: cpuMs === null ? null : cpuMs / toMiB(scenario.bytes * scenario.concurrency),
               baselineMiB: baseline === null ? null : toMiB(baseline),
               peakRssMiB: peak === null ? null : toMiB(peak),
               growthMiB: baseline === null || peak === null ? null : toMiB(peak - baseline),
             };
           },
-          (r) => `${r.mibPerSecond.toFixed(0)} MiB/s, RSS +${r.growthMiB?.toFixed(1) ?? 'n/a'} MiB`,
+          (r) => `${r.mibPerSecond.toFixed(0)} MiB/s, RSS +${r.growthMiB?.toFixed(1) ?? 'n/a'} MiB, CPU ${fixed(r.cpuMsPerTransfer, 0)} ms`,
         );
         rounds.get(variant)!.push(result);
       }

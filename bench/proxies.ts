@@ -9,15 +9,15 @@ const PROXY_CHILD = new URL('./proxy-child.ts', import.meta.url);
 export interface ProxySet {
   /** Undefined for `direct`, which has no proxy process. */
   get(variant: Variant): Child | undefined;
-  warnings: string[];
   stop(): Promise<void>;
 }
 
-export async function startProxies(variants: readonly Variant[], target: string, logDir: string, tag: string, execArgv: string[] = []): Promise<ProxySet> {
+/** `cpus`: a taskset core list every child is started on (see pinning.ts); none for an unpinned run. */
+export async function startProxies(variants: readonly Variant[], target: string, logDir: string, tag: string, execArgv: string[] = [], cpus?: string): Promise<ProxySet> {
   const proxied = variants.filter((v) => v !== 'direct');
   const started = await Promise.allSettled(
     proxied.map((variant) =>
-      startChild({ name: variant, script: PROXY_CHILD, args: [variant, target], logFile: join(logDir, `${variant}--${tag}.log`), execArgv }),
+      startChild({ name: variant, script: PROXY_CHILD, args: [variant, target], logFile: join(logDir, `${variant}--${tag}.log`), execArgv, cpus }),
     ),
   );
   const children = new Map<Variant, Child>();
@@ -34,7 +34,6 @@ export async function startProxies(variants: readonly Variant[], target: string,
   }
   return {
     get: (variant) => children.get(variant),
-    warnings: [...children.values()].flatMap((c) => c.warnings),
     stop,
   };
 }

@@ -1,33 +1,68 @@
 // The shape of a run's results (also the JSON written to bench/results/) and
 // the reduction of rounds to medians.
+import type { PoolInfo } from './ipc/messages.ts';
 import type { LoadSample } from './load/autocannon.ts';
+import type { Pinning } from './pinning.ts';
 import type { Scenario, Settings } from './scenarios.ts';
 
-export const VARIANTS = ['direct', 'hpm', 'honest-proxy', 'express-http-proxy', 'fastify-http-proxy'] as const;
+/** From the physical limit, through the engine and the frameworks, to honest-proxy and the alternatives. */
+export const VARIANTS = ['direct', 'httpxy-raw', 'httpxy-express', 'hpm', 'honest-proxy', 'honest-proxy-bare', 'express-http-proxy', 'fastify-http-proxy'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 /** How variants are named in tables. */
 export const LABELS: Record<Variant, string> = {
   direct: 'direct',
+  'httpxy-raw': 'httpxy (raw node:http)',
+  'httpxy-express': 'httpxy in Express',
   hpm: 'hpm (bare)',
-  'honest-proxy': 'honest-proxy',
+  'honest-proxy': 'honest-proxy (guards on)',
+  'honest-proxy-bare': 'honest-proxy (guards off)',
   'express-http-proxy': 'express-http-proxy',
   'fastify-http-proxy': '@fastify/http-proxy',
 };
+
+/** The honest-proxy variants: every target about errors holds for both. */
+export const HONEST: readonly Variant[] = ['honest-proxy', 'honest-proxy-bare'];
+
+/**
+ * What one measured window cost, from the children's own process.cpuUsage()
+ * just before and just after it. Null where there is no proxy process (direct).
+ */
+export interface WindowCost {
+  /** The proxy child's user + system CPU over the window, µs. */
+  cpuMicros: number | null;
+  /** The upstream's, for reference: it should not depend on the proxy. */
+  upstreamCpuMicros: number;
+  /** TCP connections the upstream accepted during the window: the proxy's new upstream connections (the client's, for direct). */
+  upstreamConnections: number;
+}
 
 /** A failed round (the proxy crashed, a transfer broke) is kept with its reason, never dropped. */
 export type Failed = { ok: false; error: string };
 
 export type LoadRound =
-  | (LoadSample & {
-      ok: true;
-      /** Null for `direct`: there is no proxy process. */
-      peakRssMiB: number | null;
-    })
+  | (LoadSample &
+      WindowCost & {
+        ok: true;
+        /** Null for `direct`: there is no proxy process. */
+        peakRssMiB: number | null;
+        /** cpuMicros / requests completed in the window (autocannon's count). */
+        cpuMicrosPerRequest: number | null;
+      })
   | Failed;
 
 export type TransferRound =
-  | { ok: true; seconds: number; mibPerSecond: number; baselineMiB: number | null; peakRssMiB: number | null; growthMiB: number | null }
+  | (WindowCost & {
+      ok: true;
+      seconds: number;
+      mibPerSecond: number;
+      baselineMiB: number | null;
+      peakRssMiB: number | null;
+      growthMiB: number | null;
+      /** Proxy CPU per transfer, ms, and per MiB moved, ms. */
+      cpuMsPerTransfer: number | null;
+      cpuMsPerMiB: number | null;
+    })
   | Failed;
 
 /** Medians over the rounds that completed; null when none did. */
@@ -37,6 +72,10 @@ export interface LoadSummary {
   p50: number | null;
   p99: number | null;
   peakRssMiB: number | null;
+  /** The proxy's CPU per request, µs: median of the rounds' values. */
+  cpuMicrosPerRequest: number | null;
+  /** Median over rounds of the upstream connections the proxy opened in a window. */
+  upstreamConnections: number | null;
   failures: string[];
   /** Sums over all rounds. */
   requests: number;
@@ -54,6 +93,8 @@ export interface TransferSummary {
   /** Worst round: the memory target is judged on this, not the median. */
   maxGrowthMiB: number | null;
   peakRssMiB: number | null;
+  cpuMsPerTransfer: number | null;
+  cpuMsPerMiB: number | null;
   failures: string[];
 }
 
@@ -84,6 +125,10 @@ export interface RunResult {
     busyBeforeStart: number;
     loadAverage: { start: number; end: number };
   };
+  /** Where the proxies, the upstream and the load generator ran (pinning.ts). */
+  pinning: Pinning;
+  /** Each proxy variant's upstream pool, as observed (or declared, for undici). */
+  pools: Partial<Record<Variant, PoolInfo>>;
   warnings: string[];
   /** Non-empty child stderr/stdout, per child: a proxy that complains under plain load is a finding. */
   childOutput: { child: string; lines: number; firstLine: string }[];
@@ -118,6 +163,8 @@ export function summarizeLoad(rounds: LoadRound[]): LoadSummary {
     p50: median(ok.map((r) => r.p50)),
     p99: median(ok.map((r) => r.p99)),
     peakRssMiB: median(nonNull(ok.map((r) => r.peakRssMiB))),
+    cpuMicrosPerRequest: median(nonNull(ok.map((r) => r.cpuMicrosPerRequest))),
+    upstreamConnections: median(ok.map((r) => r.upstreamConnections)),
     failures: failuresOf(rounds),
     requests: sum((r) => r.requests),
     non2xx: sum((r) => r.non2xx),
@@ -137,6 +184,26 @@ export function summarizeTransfer(rounds: TransferRound[]): TransferSummary {
     growthMiB: median(growth),
     maxGrowthMiB: growth.length ? Math.max(...growth) : null,
     peakRssMiB: median(nonNull(ok.map((r) => r.peakRssMiB))),
+    cpuMsPerTransfer: median(nonNull(ok.map((r) => r.cpuMsPerTransfer))),
+    cpuMsPerMiB: median(nonNull(ok.map((r) => r.cpuMsPerMiB))),
     failures: failuresOf(rounds),
   };
+}
+
+/**
+ * `a / b` for each round where both completed (rounds pair up by index: the
+ * same round ran both within seconds of each other). For the spread of a
+ * ratio, which the ratio of two medians hides.
+ */
+export function perRoundRatios(a: VariantResult | undefined, b: VariantResult | undefined, pick: (round: LoadRound & { ok: true }) => number | null): number[] {
+  if (!a || !b) return [];
+  const out: number[] = [];
+  a.rounds.forEach((ra, i) => {
+    const rb = b.rounds[i];
+    if (!ra.ok || !rb?.ok || !('rps' in ra) || !('rps' in rb)) return;
+    const x = pick(ra);
+    const y = pick(rb);
+    if (x !== null && y !== null && y !== 0) out.push(x / y);
+  });
+  return out;
 }

@@ -9,6 +9,7 @@ import { removeChildLogs, summarizeChildLogs } from './child-logs.ts';
 import { closedPort } from './closed-port.ts';
 import { startChild, stopAllChildren } from './ipc/parent.ts';
 import { measureLoad, measureTransfer, type Context } from './measure.ts';
+import { checkAffinity, describePinning, setUpPinning } from './pinning.ts';
 import { anomalies, fullReport } from './report.ts';
 import { VARIANTS, type RunResult, type Variant } from './results.ts';
 import { SCENARIOS, SETTINGS } from './scenarios.ts';
@@ -27,6 +28,8 @@ const { values: flags } = parseArgs({
     only: { type: 'string' },
     variants: { type: 'string' },
     'keep-logs': { type: 'boolean', default: false },
+    // Pinning is on by default wherever it is possible (pinning.ts).
+    'no-pin': { type: 'boolean', default: false },
   },
 });
 
@@ -86,6 +89,8 @@ async function main(): Promise<void> {
       busyBeforeStart: 0,
       loadAverage: { start: os.loadavg()[0]!, end: 0 },
     },
+    pinning: { pinned: false, reason: 'not set up yet', observed: {} },
+    pools: {},
     warnings: [],
     childOutput: [],
     scenarios: [],
@@ -101,12 +106,34 @@ async function main(): Promise<void> {
   if (run.machine.busyBeforeStart > BUSY_SHARE) {
     warn(`the machine was ${(run.machine.busyBeforeStart * 100).toFixed(0)}% busy just before the run: expect noisy numbers`);
   }
+  // After the busy check (which should see the whole machine), before any child starts.
+  const pinning = setUpPinning(flags['no-pin']);
+  run.pinning = pinning;
+  const otherCpus = pinning.pinned ? pinning.otherCpus : undefined;
+  const benchWrong = checkAffinity(pinning, 'bench', process.pid, otherCpus);
+  if (benchWrong) warn(benchWrong);
   progress(`bench (${settings.mode}): ${scenarios.length} scenarios x ${variants.length} variants x ${settings.rounds} rounds, Node ${process.version}; child logs in ${logDir}`);
   let failed = false;
   onInterrupt = () => progress(`interrupted; child logs kept in ${logDir}`);
   try {
-    const upstream = await startChild({ name: 'upstream', script: new URL('./upstream.ts', import.meta.url), args: [], logFile: join(logDir, 'upstream.log') });
-    const ctx: Context = { settings, upstreamPort: upstream.port, deadPort: await closedPort(), logDir, variants, progress, warn };
+    const upstream = await startChild({ name: 'upstream', script: new URL('./upstream.ts', import.meta.url), args: [], logFile: join(logDir, 'upstream.log'), cpus: otherCpus });
+    const upstreamWrong = checkAffinity(pinning, 'upstream', upstream.pid, otherCpus);
+    if (upstreamWrong) warn(upstreamWrong);
+    progress(describePinning(pinning));
+    const ctx: Context = {
+      settings,
+      upstream,
+      upstreamPort: upstream.port,
+      deadPort: await closedPort(),
+      logDir,
+      variants,
+      pinning,
+      notePool: (variant, pool) => {
+        run.pools[variant] ??= pool;
+      },
+      progress,
+      warn,
+    };
     for (const scenario of scenarios) {
       run.scenarios.push(scenario.kind === 'load' ? await measureLoad(scenario, ctx) : await measureTransfer(scenario, ctx));
     }
@@ -122,7 +149,7 @@ async function main(): Promise<void> {
     else removeChildLogs(runDir);
   }
 
-  const checks = evaluateTargets(run.scenarios);
+  const checks = evaluateTargets(run.scenarios, run.pinning);
   const report = fullReport(run, checks);
   process.stdout.write(`${report}\n`);
   if (!filtered) {

@@ -1,7 +1,8 @@
 // The child side of the protocol: announce the listening port, sample RSS, and
-// answer the parent's mark/peak requests. Shared by the upstream and every
-// proxy variant so they are measured and shut down the same way.
-import type { ChildMessage, ParentMessage } from './messages.ts';
+// answer the parent's mark/peak/usage requests. Shared by the upstream and
+// every proxy variant so they are measured and shut down the same way.
+import diagnosticsChannel from 'node:diagnostics_channel';
+import type { ChildMessage, ParentMessage, PoolInfo } from './messages.ts';
 
 const SAMPLE_INTERVAL_MS = 50;
 
@@ -24,6 +25,23 @@ function sample(): number {
 // late sample still sees the high-water mark; unref so it never keeps us alive.
 setInterval(sample, SAMPLE_INTERVAL_MS).unref();
 
+/**
+ * TCP connections accepted by any server in this process. For the upstream
+ * that is how many connections the proxy under load opened to it: a proxy
+ * whose pool keeps its sockets opens none once warm. One call per connection,
+ * nothing per request.
+ */
+let accepted = 0;
+diagnosticsChannel.subscribe('net.server.socket', () => {
+  accepted++;
+});
+
+let pool: PoolInfo | null = null;
+/** The first description wins: the variant's own (undici), else the one observed on the first upstream request. */
+export function reportPool(info: PoolInfo): void {
+  pool ??= info;
+}
+
 if (!process.send) {
   console.error('bench child: must be started by bench/run.ts (needs an IPC channel)');
   process.exit(2);
@@ -41,6 +59,10 @@ process.on('message', (message: ParentMessage) => {
   } else if (message.type === 'peak') {
     const rss = sample();
     send({ type: 'peak', peakRss: peak, rss });
+  } else if (message.type === 'usage') {
+    // getrusage(RUSAGE_SELF): every thread of the process, GC helpers and the libuv pool included.
+    const { user, system } = process.cpuUsage();
+    send({ type: 'usage', userMicros: user, systemMicros: system, accepted, pool });
   } else if (message.type === 'exit') {
     // process.exit, not a signal: --cpu-prof only writes its profile on a normal exit.
     process.exit(0);
@@ -48,10 +70,11 @@ process.on('message', (message: ParentMessage) => {
 });
 
 /** Runs `start` and reports its port (or its failure) to the parent. */
-export async function announce(start: () => Promise<{ port: number; warnings?: string[] }>): Promise<void> {
+export async function announce(start: () => Promise<{ port: number; pool?: PoolInfo }>): Promise<void> {
   try {
-    const { port, warnings = [] } = await start();
-    send({ type: 'ready', port, warnings });
+    const { port, pool: declared } = await start();
+    if (declared) reportPool(declared);
+    send({ type: 'ready', port });
   } catch (err) {
     const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
     // Exit only once the message is out, or the parent sees a bare exit code.

@@ -1,8 +1,10 @@
-// The parent side: fork a child, wait (bounded) for it to listen, ask it for
-// RSS marks, and make sure it is gone afterwards whatever happened.
+// The parent side: fork a child (pinned to given cores, if asked), wait
+// (bounded) for it to listen, ask it for RSS marks and CPU usage, and make
+// sure it is gone afterwards whatever happened.
 import { fork, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import type { ChildMessage, ParentMessage } from './messages.ts';
+import { pinProcess } from '../pinning.ts';
+import type { ChildMessage, ParentMessage, PoolInfo } from './messages.ts';
 
 const READY_TIMEOUT_MS = 20_000;
 const REPLY_TIMEOUT_MS = 5_000;
@@ -16,17 +18,33 @@ export interface ChildOptions {
   /** Where the child's stdout and stderr go: a file, so a chatty child never blocks on a full pipe or costs the load generator CPU. */
   logFile: string;
   execArgv?: string[];
+  /**
+   * A taskset core list ("1", "0-2"): once the child listens, every one of its
+   * threads is pinned there, and threads it starts later inherit that. Not
+   * from the start, so that children starting together (and compiling) can
+   * use every core; nothing is measured before they are ready.
+   */
+  cpus?: string;
+}
+
+/** `process.cpuUsage()` of a child plus what its servers accepted, at one instant. */
+export interface Usage {
+  /** user + system, µs, since the child started. */
+  cpuMicros: number;
+  accepted: number;
+  pool: PoolInfo | null;
 }
 
 export interface Child {
   name: string;
+  pid: number;
   port: number;
-  warnings: string[];
   logFile: string;
   /** Resets the child's peak RSS to its current RSS and returns that baseline. */
   mark(): Promise<number>;
   /** Peak RSS since the last mark. */
   peak(): Promise<number>;
+  usage(): Promise<Usage>;
   /** Empty while the child runs; else how it ended and the end of its output. */
   crashReport(): string;
   /** Resolves once the child has exited, or after `ms` if it has not. */
@@ -139,13 +157,18 @@ export async function startChild(options: ChildOptions): Promise<Child> {
 
   try {
     const ready = await next('ready', READY_TIMEOUT_MS);
+    if (options.cpus !== undefined) await pinProcess(child.pid!, options.cpus);
     return {
       name: options.name,
+      pid: child.pid!,
       port: ready.port,
-      warnings: ready.warnings,
       logFile: options.logFile,
       mark: async () => (await request({ type: 'mark' }, 'marked')).rss,
       peak: async () => (await request({ type: 'peak' }, 'peak')).peakRss,
+      usage: async () => {
+        const u = await request({ type: 'usage' }, 'usage');
+        return { cpuMicros: u.userMicros + u.systemMicros, accepted: u.accepted, pool: u.pool };
+      },
       crashReport,
       settle: (ms) => withTimeout(exited(child), ms, 'settle').catch(() => undefined),
       stop: () => terminate(child),

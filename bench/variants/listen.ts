@@ -1,11 +1,15 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { PoolInfo } from '../ipc/messages.ts';
 
 /** What a variant module's `start` hands back to the proxy child. */
 export interface StartedVariant {
   port: number;
-  /** Anything the reader of the results must know, e.g. an option that had to be dropped. */
-  warnings?: string[];
+  /**
+   * The upstream pool, for a variant whose client is not node:http (undici);
+   * node:http pools are observed on the first upstream request instead (proxy-child.ts).
+   */
+  pool?: PoolInfo;
 }
 
 /** Every variant proxies `target`; listening only on loopback, on a port the OS picks. */
