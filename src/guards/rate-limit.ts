@@ -106,46 +106,62 @@ const NO_APP = { get: () => undefined };
 /**
  * The request express-rate-limit sees. Its own key generator runs, and with
  * it its checks on `trust proxy` and X-Forwarded-For (a permissive setting is
- * logged), on `request.ip`: Express's own where that is the rule; else the
- * client's address by the `trustProxy` option (or, outside Express, the
- * peer's), on a view of the request, so the request itself is not written to.
- * Either way a client cannot pick its key by sending X-Forwarded-For to a
- * proxy that does not trust it.
+ * logged), on `request.ip`: inside Express with no `trustProxy` option,
+ * Express's own (the rule behind `req.ip`); else the client's address by the
+ * `trustProxy` option (or, outside Express, the peer's), through a Proxy, so
+ * the request itself is not written to. Either way a client cannot pick its
+ * key by sending X-Forwarded-For to a proxy that does not trust it. (A Proxy,
+ * not `Object.create(req)`: a request used as a prototype changes shape, and
+ * every later access to it, Express's and Node's, gets slower.)
  */
 function limiterView(req: Request, trust: TrustFunction | undefined): Request {
   if (trust === undefined && req.ip !== undefined) return req;
-  return Object.create(req, {
-    ip: { value: clientAddress(req, trustFor(req, trust)) },
-    ...(req.app === undefined && { app: { value: NO_APP } }),
-  }) as Request;
+  const ip = clientAddress(req, trustFor(req, trust));
+  const app = req.app ?? NO_APP;
+  return new Proxy(req, {
+    get: (target, property) => (property === 'ip' ? ip : property === 'app' ? app : Reflect.get(target, property, target)),
+  });
 }
 
-const RATE_LIMIT_HEADERS = ['retry-after', 'ratelimit', 'ratelimit-policy'];
+interface LimitInfo {
+  limit: number;
+  remaining: number;
+  resetTime?: Date;
+}
+
+/**
+ * A 429's Retry-After and IETF RateLimit headers (draft 7, as express-rate-limit
+ * writes them). Made for the 429 alone: express-rate-limit would set them on
+ * every request, only for the proxy to take them off again.
+ */
+function rateLimitHeaders(info: LimitInfo, windowMs: number, retryAfter: number | undefined): Record<string, string> {
+  const reset = info.resetTime ? Math.max(0, Math.ceil((info.resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(windowMs / 1000);
+  return {
+    'retry-after': String(retryAfter ?? reset),
+    'ratelimit-policy': `${info.limit};w=${Math.ceil(windowMs / 1000)}`,
+    ratelimit: `limit=${info.limit}, remaining=${info.remaining}, reset=${reset}`,
+  };
+}
 
 export function createRateLimitGuard(options: RateLimitOptions, logger: Logger, trust?: TrustFunction): RateLimitGuard {
   // The rest (skip, skipFailedRequests, store, requestPropertyName...) is
   // express-rate-limit's to read as given; options.ts let through only known names.
-  const { windowMs, limit, max, logger: ownLogger, passOnStoreError, onStoreError, ...passedOn } = options;
+  const { windowMs = 60_000, limit, max, retryAfter, logger: ownLogger, passOnStoreError, onStoreError, ...passedOn } = options;
   const propertyName = options.requestPropertyName ?? 'rateLimit';
   const limiter = rateLimit({
     ...(passedOn as unknown as Partial<Options>),
-    windowMs: windowMs ?? 60_000,
+    windowMs,
     limit: (limit ?? max) as Options['limit'],
-    // draft-7 sets its headers with setHeader alone (draft-8 needs Express's
-    // res.append), so the same limiter serves upgrades, which have no Express res.
-    standardHeaders: 'draft-7',
+    standardHeaders: false,
     legacyHeaders: false,
     passOnStoreError: passOnStoreError ?? onStoreError !== 'deny',
-    handler: (req, res, next) => {
+    handler: async (req, res, next) => {
       // The error carries the headers itself, so every way of answering it
       // (a response, a raw upgrade socket, next(err)) can send them.
-      const headers: Record<string, string> = {};
-      for (const name of RATE_LIMIT_HEADERS) {
-        const value = res.getHeader(name);
-        if (value !== undefined) headers[name] = String(value);
-      }
-      const key = (req as unknown as Record<string, { key?: string } | undefined>)[propertyName]?.key;
-      next(new RateLimitedError('rate limit exceeded', { headers, ...(key !== undefined && { logFields: { key: loggableKey(key) } }) }));
+      const info = (req as unknown as Record<string, (LimitInfo & { key?: string }) | undefined>)[propertyName]!;
+      const seconds = typeof retryAfter === 'function' ? await retryAfter(req, res) : retryAfter;
+      const headers = rateLimitHeaders(info, windowMs, seconds);
+      next(new RateLimitedError('rate limit exceeded', { headers, ...(info.key !== undefined && { logFields: { key: loggableKey(info.key) } }) }));
     },
     logger: ownLogger ?? {
       error: (error, message) => logger.error(message ?? 'rate limiter error', { cause: describeCause(error, false) }),
@@ -159,10 +175,6 @@ export function createRateLimitGuard(options: RateLimitOptions, logger: Logger, 
       void limiter(view, res as Response, (err?: unknown) => {
         if (err instanceof ProxyError) return reject(err);
         if (err) return reject(new GuardUnavailableError('rate limit store failed; request denied', { cause: err }));
-        // The counts belong on our 429s only: an upstream response stays untouched.
-        for (const name of RATE_LIMIT_HEADERS) res.removeHeader(name);
-        // Where the counts are asked for, on the request, as express-rate-limit puts them.
-        if (view !== req) (req as unknown as Record<string, unknown>)[propertyName] = (view as unknown as Record<string, unknown>)[propertyName];
         resolve();
       });
     });

@@ -19,7 +19,9 @@ export interface UpstreamAgents {
 
 export type AgentOption = http.Agent | { http?: http.Agent; https?: https.Agent };
 
-const POOL = { keepAlive: true, timeout: IDLE_SOCKET_MS, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo' } as const;
+// As many free sockets as sockets: a pool that keeps fewer than a steady load's
+// concurrency closes and reopens connections on every burst (HPM's default keeps 64).
+const POOL = { keepAlive: true, timeout: IDLE_SOCKET_MS, maxSockets: 256, maxFreeSockets: 256, scheduling: 'lifo' } as const;
 
 /** One pool per createProxy, not httpxy's module-wide agents shared by every proxy in the process. */
 export function createUpstreamAgents(option: AgentOption | undefined): UpstreamAgents {

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { PassThrough, type Duplex } from 'node:stream';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
 import { UpstreamProtocolError } from '../errors.ts';
 import { exchangeOf, type Exchange } from '../exchange.ts';
@@ -12,6 +12,10 @@ import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts
 import { fieldRewriter, type RewriteSettings } from './rewrite.ts';
 import type { Balancer } from './balancer.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
+
+// httpxy's server and its options, named through HPM's Plugin so httpxy stays an implementation detail.
+type EngineServer = Parameters<Plugin<IncomingMessage, ServerResponse>>[0];
+type ServerOptions = NonNullable<Parameters<EngineServer['web']>[2]>;
 
 /** The one module that knows http-proxy-middleware and httpxy. */
 export interface Engine {
@@ -51,30 +55,50 @@ export function upstreamTarget(target: URL, path: string) {
 }
 
 export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, fail, onWebSocket }: EngineSettings): Engine {
-  const middleware = createProxyMiddleware<IncomingMessage, ServerResponse>({
-    // Every default plugin goes: HPM's error page maps ECONNREFUSED to 504 and
-    // echoes host and path, and its logger prints the upstream address.
+  /**
+   * This request's options for httpxy: routing and header decisions were made
+   * in admission; here they are handed over with the connection pool and,
+   * for a counted or held body, the stream httpxy must read instead of req.
+   */
+  function requestOptions(req: IncomingMessage, isUpgrade: boolean): ServerOptions {
+    const exchange = exchangeOf(req)!;
+    // A fresh connection for a replay (other pooled sockets may be as stale)
+    // and for an upgrade: an upgraded socket is never pooled again, so reusing
+    // one only risks the stale-socket race.
+    const fresh = exchange.retried || isUpgrade;
+    const upstream = exchange.upstream!;
+    let buffer: Readable | undefined;
+    if (exchange.deferBody) buffer = exchange.bodyGate = new PassThrough();
+    else buffer = exchange.bodySource;
+    return {
+      target: upstreamTarget(upstream, exchange.target!.path) as ServerOptions['target'],
+      agent: fresh ? false : upstream.protocol === 'https:' ? agents.https : agents.http,
+      headers: exchange.headerPlan!.set,
+      ignorePath: true,
+      changeOrigin,
+      ...(buffer && { buffer }),
+    };
+  }
+
+  // HPM builds the engine: its configuration check, and httpxy's server with
+  // our plugin instead of every default one (its error page maps ECONNREFUSED
+  // to 504 and echoes host and path; its logger prints the upstream address).
+  // Per request the proxy calls that server itself: HPM's per-request layer
+  // (path filter, options copy, router, path rewrite) has nothing to decide
+  // here, and cost more CPU than the guards (docs/performance.md).
+  let server: EngineServer | undefined;
+  createProxyMiddleware<IncomingMessage, ServerResponse>({
     ejectPlugins: true,
-    // Routing and header decisions are made before HPM runs; the router only
-    // hands them over with this request's connection pool and, for a counted
-    // body, the stream httpxy must read instead of req.
-    router: (req, res, perRequest) => {
-      const exchange = exchangeOf(req)!;
-      // A fresh connection for a replay (other pooled sockets may be as stale)
-      // and for an upgrade (HPM passes no res): an upgraded socket is never
-      // pooled again, so reusing one only risks the stale-socket race.
-      const fresh = exchange.retried || res === undefined;
-      const target = exchange.upstream!;
-      perRequest.agent = fresh ? false : target.protocol === 'https:' ? agents.https : agents.http;
-      if (exchange.deferBody) perRequest.buffer = exchange.bodyGate = new PassThrough();
-      else if (exchange.bodySource) perRequest.buffer = exchange.bodySource;
-      perRequest.headers = exchange.headerPlan!.set;
-      perRequest.ignorePath = true;
-      return upstreamTarget(target, exchange.target!.path);
-    },
-    changeOrigin,
-    plugins: [wireEngineEvents],
+    // HPM wants a target or a router; requests never go through its routing.
+    router: {},
+    plugins: [
+      (proxyServer) => {
+        server = proxyServer;
+        wireEngineEvents(proxyServer);
+      },
+    ],
   });
+  const engineServer = server!;
 
   /**
    * httpxy's own response handling is replaced (see relayResponse): it
@@ -125,8 +149,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
     socket.once('connect', connected);
   }
 
-  // httpxy's server type, named through HPM's Plugin so httpxy stays an implementation detail.
-  function wireEngineEvents(server: Parameters<Plugin<IncomingMessage, ServerResponse>>[0]): void {
+  function wireEngineEvents(server: EngineServer): void {
     server.on('proxyReq', (proxyReq, req, res) => {
       const exchange = exchangeOf(req)!;
       exchange.proxyReq = proxyReq;
@@ -172,12 +195,11 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
 
   return {
     web(req, res) {
-      void middleware(req, res, (err) => {
-        if (err) fail(err, req, res);
-      });
+      // Failures reach the 'error' listener above; the promise only says the exchange is over.
+      void engineServer.web(req, res, requestOptions(req, false));
     },
     upgrade(req, socket, head) {
-      middleware.upgrade(req, socket as Socket, head);
+      void engineServer.ws(req, socket as Socket, requestOptions(req, true), head);
     },
   };
 }

@@ -33,7 +33,9 @@ export function trustFor(req: IncomingMessage, option: TrustFunction | undefined
 
 /** The client's address: the peer's, or, through trusted proxies, the one they forwarded. */
 export function clientAddress(req: IncomingMessage, trust: TrustFunction): string {
-  if (trust === TRUST_NOBODY) return req.socket.remoteAddress ?? '';
+  const peer = req.socket.remoteAddress ?? '';
+  // proxy-addr's own first step, without parsing X-Forwarded-For for nothing.
+  if (!trust(peer, 0)) return peer;
   return proxyaddr(req, trust);
 }
 
