@@ -9,7 +9,7 @@ import { requestFields, type Logger } from '../logging.ts';
 import type { UpstreamAgents } from './agent.ts';
 import { applyRemovals, undoEngineEdits } from './request-headers.ts';
 import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
-import { fieldRewriter, type RewriteSettings } from './rewrite.ts';
+import type { RewriteSettings } from './rewrite.ts';
 import type { Balancer } from './balancer.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
 
@@ -109,10 +109,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
   function takeOverResponse(proxyReq: Parameters<typeof armTimeouts>[0], req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     const failHere = (err: unknown) => fail(err, req, res);
     proxyReq.removeAllListeners('response');
-    proxyReq.on('response', (proxyRes) => {
-      const rewrite = fieldRewriter(rewrites, req, exchange.upstream!, exchange.trust!);
-      relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrite, fail: failHere });
-    });
+    proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrites, fail: failHere }));
     proxyReq.on('information', (info) => relayEarlyHints(info, req, res));
     // Node leaves a request hanging on a 101 it did not ask for unless someone listens.
     proxyReq.on('upgrade', (_proxyRes, socket) => {

@@ -13,9 +13,16 @@ export const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+const NONE: readonly string[] = Object.freeze([]);
+
 /** The field names a Connection header lists, lower case. */
-export function connectionTokens(value: string | string[] | undefined): string[] {
-  if (value === undefined) return [];
+export function connectionTokens(value: string | string[] | undefined): readonly string[] {
+  if (value === undefined) return NONE;
+  // The usual values (keep-alive, close) name no field: no list to build.
+  if (typeof value === 'string' && value.length <= 10) {
+    const lower = value.toLowerCase();
+    if (lower === 'keep-alive' || lower === 'close') return NONE;
+  }
   const names: string[] = [];
   for (const token of String(value).split(',')) {
     const name = token.trim().toLowerCase();

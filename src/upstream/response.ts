@@ -3,7 +3,7 @@ import { settleUnreadBody } from '../client/body.ts';
 import { UpstreamProtocolError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
-import type { FieldRewriter } from './rewrite.ts';
+import { REWRITABLE_FIELDS, rewriteField, type RewriteSettings } from './rewrite.ts';
 
 // RFC 9112 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
@@ -24,39 +24,56 @@ function isChunkedOnly(value: string): boolean {
   return value.trim().toLowerCase() === 'chunked';
 }
 
+// Lengths of the field names the relay looks at (hop-by-hop, Content-Type,
+// rewritable ones): only those are lowered to compare, the rest is copied.
+const LOOKED_AT = new Set([...HOP_BY_HOP, ...REWRITABLE_FIELDS, 'content-type'].map((name) => name.length));
+
+interface ClientHead {
+  lines: string[];
+  /** An event stream's client needs the head at once (its `open`), not with the first event. */
+  eventStream: boolean;
+}
+
 /**
  * The upstream's field lines as sent (names in their case, repeats kept), less
  * what belongs to the upstream connection: hop-by-hop fields and those its
  * Connection header names. Transfer-Encoding is framing; the client side's is
  * Node's to choose, unless the upstream applied a coding besides chunked,
- * which the client must be told of (HTTP/1.1 clients only).
+ * which the client must be told of (HTTP/1.1 clients only). Read from
+ * rawHeaders alone: the parsed headers object is built only if asked for.
  */
-function clientFieldLines(proxyRes: IncomingMessage, req: IncomingMessage, rewrite: FieldRewriter | undefined): string[] {
+function clientHead(proxyRes: IncomingMessage, context: RelayContext): ClientHead {
   const raw = proxyRes.rawHeaders;
-  let listed: string[] | undefined;
+  let listed: readonly string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') (listed ??= []).push(...connectionTokens(raw[i + 1]));
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
+      const names = connectionTokens(raw[i + 1]);
+      if (names.length > 0) listed = [...(listed ?? []), ...names];
+    }
   }
   const status = proxyRes.statusCode!;
-  const keepCodings = req.httpVersion !== '1.0' && status !== 204 && status !== 304;
+  const keepCodings = context.req.httpVersion !== '1.0' && status !== 204 && status !== 304;
+  const { rewrites } = context;
   const lines: string[] = [];
+  let eventStream = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
+    const value = raw[i + 1]!;
+    if (!listed && !LOOKED_AT.has(name.length)) {
+      lines.push(name, value);
+      continue;
+    }
     const lower = name.toLowerCase();
     if (lower === 'transfer-encoding') {
-      if (keepCodings && !isChunkedOnly(raw[i + 1]!) && /(?:^|,)\s*chunked\s*$/i.test(raw[i + 1]!)) lines.push(name, raw[i + 1]!);
+      if (keepCodings && !isChunkedOnly(value) && /(?:^|,)\s*chunked\s*$/i.test(value)) lines.push(name, value);
       continue;
     }
     if (HOP_BY_HOP.has(lower) || listed?.includes(lower)) continue;
-    lines.push(name, rewrite ? rewrite(lower, raw[i + 1]!) : raw[i + 1]!);
+    if (lower === 'content-type') eventStream = value.toLowerCase().startsWith('text/event-stream');
+    const rewritten = REWRITABLE_FIELDS.has(lower) ? rewriteField(rewrites, context.req, context.exchange.upstream!, context.exchange.trust!, lower, value) : value;
+    lines.push(name, rewritten);
   }
-  return lines;
-}
-
-// An event stream's client needs the head at once (its `open`), not with the first event.
-function isEventStream(proxyRes: IncomingMessage): boolean {
-  const type = proxyRes.headers['content-type'];
-  return typeof type === 'string' && type.toLowerCase().startsWith('text/event-stream');
+  return { lines, eventStream };
 }
 
 export interface RelayContext {
@@ -64,8 +81,8 @@ export interface RelayContext {
   res: ServerResponse;
   exchange: Exchange;
   proxyReq: ClientRequest;
-  /** Location and Set-Cookie rewriting, when configured. */
-  rewrite: FieldRewriter | undefined;
+  /** Location and Set-Cookie rewriting. */
+  rewrites: RewriteSettings;
   fail: (err: unknown) => void;
 }
 
@@ -78,7 +95,7 @@ export interface RelayContext {
  * dies between its head and its body is a 502, never a silent empty 200.
  */
 export function relayResponse(proxyRes: IncomingMessage, context: RelayContext): void {
-  const { req, res, exchange, proxyReq, rewrite, fail } = context;
+  const { req, res, exchange, proxyReq, fail } = context;
   exchange.upstreamResponse = proxyRes;
   exchange.upstreamResponded = true;
   // Failures are read from 'close' below; an 'error' nobody listens to would crash the process.
@@ -92,7 +109,7 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     return;
   }
 
-  const lines = clientFieldLines(proxyRes, req, rewrite);
+  const { lines, eventStream } = clientHead(proxyRes, context);
   const writeHead = (): boolean => {
     // The exchange may have failed since (a client gone, a timeout): then the client has its answer.
     if (exchange.failed || res.headersSent) return false;
@@ -122,7 +139,7 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     if (!exchange.clientHeadWritten && writeHead()) res.end();
   });
 
-  if (isEventStream(proxyRes)) {
+  if (eventStream) {
     if (!writeHead()) return;
     res.flushHeaders();
     proxyRes.pipe(res);

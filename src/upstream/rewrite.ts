@@ -1,9 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { clientOrigin, type TrustFunction } from './forwarded.ts';
 
-/** Rewrites one response field value, or returns it unchanged. */
-export type FieldRewriter = (lowerName: string, value: string) => string;
-
 export interface RewriteSettings {
   rewriteLocation: boolean;
   cookieDomain: Readonly<Record<string, string>> | undefined;
@@ -55,22 +52,23 @@ function rewriteCookieAttribute(cookie: string, attribute: string, map: Readonly
   });
 }
 
-/** The rewriter for one request's response, or undefined when nothing is to be rewritten. */
-export function fieldRewriter(settings: RewriteSettings, req: IncomingMessage, target: URL, trust: TrustFunction): FieldRewriter | undefined {
-  const { rewriteLocation: locations, cookieDomain, cookiePath } = settings;
-  if (!locations && !cookieDomain && !cookiePath) return undefined;
+/** The response fields rewriting may touch, lower case: any other field is copied without a look. */
+export const REWRITABLE_FIELDS = new Set(['location', 'content-location', 'set-cookie']);
+
+/**
+ * One response field's value for the client, rewritten where the settings say
+ * so. Called only for REWRITABLE_FIELDS, so a response without them costs
+ * nothing here.
+ */
+export function rewriteField(settings: RewriteSettings, req: IncomingMessage, target: URL, trust: TrustFunction, lowerName: string, value: string): string {
+  if (lowerName === 'set-cookie') {
+    let cookie = value;
+    if (settings.cookieDomain) cookie = rewriteCookieAttribute(cookie, 'domain', settings.cookieDomain);
+    if (settings.cookiePath) cookie = rewriteCookieAttribute(cookie, 'path', settings.cookiePath);
+    return cookie;
+  }
+  if (!settings.rewriteLocation) return value;
   // Express's mount path; a plain node:http server has none.
   const mountPath = (req as { baseUrl?: string }).baseUrl ?? '';
-  let origin: string | undefined;
-  const originOnce = () => (origin ??= clientOrigin(req, trust));
-  return (lowerName, value) => {
-    if (locations && (lowerName === 'location' || lowerName === 'content-location')) return rewriteLocation(value, target, originOnce, mountPath);
-    if (lowerName === 'set-cookie') {
-      let cookie = value;
-      if (cookieDomain) cookie = rewriteCookieAttribute(cookie, 'domain', cookieDomain);
-      if (cookiePath) cookie = rewriteCookieAttribute(cookie, 'path', cookiePath);
-      return cookie;
-    }
-    return value;
-  };
+  return rewriteLocation(value, target, () => clientOrigin(req, trust), mountPath);
 }
