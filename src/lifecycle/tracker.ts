@@ -23,7 +23,7 @@ export function createTracker(): Tracker {
 
 export function trackExchange(tracker: Tracker, req: IncomingMessage, res: ServerResponse): void {
   tracker.exchanges.set(req, res);
-  res.once('close', () => {
+  res.on('close', () => {
     tracker.exchanges.delete(req);
     tracker.onSettled?.();
   });

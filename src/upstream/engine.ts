@@ -119,7 +119,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
     });
     // The last word: a request that closes with no response and no error
     // would otherwise leave its client waiting forever.
-    proxyReq.once('close', () => {
+    proxyReq.on('close', () => {
       if (exchange.upstreamResponded || exchange.proxyReq !== proxyReq) return;
       failHere(new UpstreamProtocolError('upstream connection closed with no response'));
     });

@@ -125,11 +125,11 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     return true;
   };
 
-  proxyRes.once('close', () => {
+  proxyRes.on('close', () => {
     if (proxyRes.complete) return;
     fail(new UpstreamUnreachableError('upstream closed the connection mid-response', { proxyStatus: 'connection_terminated', cause: proxyRes.errored ?? undefined }));
   });
-  proxyRes.once('end', () => {
+  proxyRes.on('end', () => {
     // The upstream answered before it read the whole body: the rest is unwanted,
     // and the upstream connection, with a request half sent, is done.
     if (!proxyReq.writableFinished) {

@@ -14,52 +14,56 @@ export interface ExchangeTimeouts {
  * httpxy's own `proxyTimeout` destroys the request without a reason, which
  * surfaces as ECONNRESET and would be reported as a 502. Destroying with a typed
  * error instead makes that error the one the `error` event carries.
+ *
+ * One timer at a time, and plain `on` listeners (every event here fires once
+ * per request): this runs for every request, so it allocates little.
  */
 export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts): void {
   let timer: NodeJS.Timeout | undefined;
-  const clear = () => {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
-  };
-
-  const onConnectTimeout = () => {
-    timer = undefined;
-    proxyReq.destroy(new UpstreamTimeoutError(`no connection within ${timeouts.connect} ms`, { proxyStatus: 'connection_timeout' }));
-  };
-  const onResponseTimeout = () => {
-    timer = undefined;
-    proxyReq.destroy(new UpstreamTimeoutError(`no response headers within ${timeouts.response} ms`, { proxyStatus: 'http_response_timeout' }));
-  };
-
   // The response clock starts once the connection is up and the whole request
   // has been sent: a slow upload is the client's time, not the upstream's.
+  // An upgrade's request has no socket yet: its handshake gets the response clock only.
   const socket = proxyReq.socket;
   let connected = !socket?.connecting;
   let sent = false;
   let settled = false;
+
+  const expire = () => {
+    timer = undefined;
+    proxyReq.destroy(
+      connected
+        ? new UpstreamTimeoutError(`no response headers within ${timeouts.response} ms`, { proxyStatus: 'http_response_timeout' })
+        : new UpstreamTimeoutError(`no connection within ${timeouts.connect} ms`, { proxyStatus: 'connection_timeout' }),
+    );
+  };
+  const restart = (ms: number) => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = settled ? undefined : setTimeout(expire, ms);
+  };
   const startResponseClock = () => {
-    if (!connected || !sent || settled) return;
-    clear();
-    timer = setTimeout(onResponseTimeout, timeouts.response);
+    if (connected && sent && !settled) restart(timeouts.response);
+  };
+  const settle = () => {
+    if (settled) return;
+    settled = true;
+    restart(0);
   };
 
   if (!connected) {
-    timer = setTimeout(onConnectTimeout, timeouts.connect);
+    timer = setTimeout(expire, timeouts.connect);
+    // once: the socket outlives this request in the pool.
     socket!.once('connect', () => {
       connected = true;
-      clear();
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
       startResponseClock();
     });
   }
-  proxyReq.once('finish', () => {
+  proxyReq.on('finish', () => {
     sent = true;
     startResponseClock();
   });
-  const settle = () => {
-    settled = true;
-    clear();
-  };
-  proxyReq.once('response', () => {
+  proxyReq.on('response', () => {
     settle();
     // Idle: no byte either way on the upstream socket while the body streams.
     // Node's socket timeout is exactly that, and it is reset on every read and write.
@@ -68,6 +72,6 @@ export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts)
     );
   });
   // A WebSocket's frames have no clock of ours: they may rightly be quiet for hours.
-  proxyReq.once('upgrade', settle);
-  proxyReq.once('close', settle);
+  proxyReq.on('upgrade', settle);
+  proxyReq.on('close', settle);
 }
