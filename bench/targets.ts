@@ -1,4 +1,4 @@
-// The issue's performance targets, each judged from the medians (memory from
+// The performance targets, each judged from the medians (memory from
 // the worst round) and reported as PASS or MISS, never skipped. A variant
 // with failed rounds cannot pass a target.
 import type { Pinning } from './pinning.ts';
@@ -64,7 +64,7 @@ function cpuChecks(smallGet: ScenarioResult, pinning: Pinning | undefined): Targ
   const hpm = summaryOf(smallGet, 'hpm') as LoadSummary | null;
   const { ratio, rounds } = cpuRatio(smallGet, 'honest-proxy');
   const note = failureNote(honest) || failureNote(hpm);
-  const where = pinning && !pinning.pinned ? `; UNPINNED (${pinning.reason}): not the issue's method` : '';
+  const where = pinning && !pinning.pinned ? `; UNPINNED (${pinning.reason}): not the method the targets are set for` : '';
   const perRound = spread(rounds) ? `; per round ${spread(rounds)}` : '';
   return [
     { factor: CPU_RATIO_TARGET, stretch: false },
