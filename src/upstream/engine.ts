@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
@@ -106,7 +106,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
    * even before a byte reached the client, and writes whatever status line the
    * upstream sent.
    */
-  function takeOverResponse(proxyReq: Parameters<typeof armTimeouts>[0], req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
+  function takeOverResponse(proxyReq: ClientRequest, req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     const failHere = (err: unknown) => fail(err, req, res);
     proxyReq.removeAllListeners('response');
     proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrites, fail: failHere }));
@@ -130,7 +130,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
    * deferred body starts to flow. Until then a connect failure has consumed
    * nothing, so the request can go again.
    */
-  function whenConnected(proxyReq: Parameters<typeof armTimeouts>[0], req: IncomingMessage, exchange: Exchange): void {
+  function whenConnected(proxyReq: ClientRequest, req: IncomingMessage, exchange: Exchange): void {
     const upstream = exchange.upstream!;
     const gate = exchange.bodyGate;
     const connected = () => {
