@@ -11,6 +11,10 @@ export interface PassiveHealthOptions {
 
 export const DEFAULT_PASSIVE_HEALTH = { maxFails: 1, failTimeout: 10_000 } as const;
 
+// Routes and upstreams remembered at most, so a route function that names ever
+// new upstreams cannot grow the balancer's memory without end.
+const MAX_TRACKED = 10_000;
+
 interface Health {
   fails: number;
   downUntil: number;
@@ -38,6 +42,11 @@ export function createBalancer(options: Required<PassiveHealthOptions>, onEjecte
   const turns = new Map<string, number>();
   const isDown = (upstream: URL, now: number) => (health.get(upstream.origin)?.downUntil ?? 0) > now;
   const routeKey = (route: ResolvedRoute) => route.targets.map((target) => target.href).join(' ');
+  // Entries not taken out are only counts of recent failures: the first to go when the map is full.
+  const forgetHealthy = () => {
+    const now = Date.now();
+    for (const [origin, entry] of health) if (entry.downUntil <= now) health.delete(origin);
+  };
   const allOutError = (targets: readonly URL[], now: number) => {
     const firstBack = Math.min(...targets.map((target) => health.get(target.origin)?.downUntil ?? now));
     return new UpstreamUnreachableError('every upstream of the route is taken out', {
@@ -52,6 +61,8 @@ export function createBalancer(options: Required<PassiveHealthOptions>, onEjecte
       if (targets.length === 1) return targets[0]!;
       const key = routeKey(route);
       const turn = turns.get(key) ?? 0;
+      // A route function may name a new set of upstreams per request: keep the map bounded.
+      if (turns.size >= MAX_TRACKED && !turns.has(key)) turns.clear();
       turns.set(key, (turn + 1) % targets.length);
       const now = Date.now();
       for (let i = 0; i < targets.length; i++) {
@@ -70,6 +81,7 @@ export function createBalancer(options: Required<PassiveHealthOptions>, onEjecte
       const entry = health.get(upstream.origin) ?? { fails: 0, downUntil: 0 };
       // Requests that were already on their way when it went out count once, not again.
       if (entry.downUntil > Date.now()) return;
+      if (health.size >= MAX_TRACKED && !health.has(upstream.origin)) forgetHealthy();
       entry.fails++;
       if (entry.fails >= options.maxFails) {
         entry.fails = 0;
