@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { bodyWasConsumed, consumedBodyError, reserializeBody } from './client/consumed-body.ts';
-import { declaresBody } from './client/upgrade.ts';
+import { declaresBody } from './request/body.ts';
 import { InternalProxyError, ProxyError, ShuttingDownError } from './errors.ts';
 import type { Exchange } from './exchange.ts';
 import { createRateLimitGuard } from './guards/rate-limit.ts';
@@ -9,6 +9,7 @@ import type { Logger } from './logging.ts';
 import type { ResolvedOptions } from './options.ts';
 import { readRequestTarget } from './request/validate.ts';
 import type { Balancer } from './upstream/balancer.ts';
+import { mayRetryConnect } from './upstream/connect-retry.ts';
 import { trustFor } from './upstream/forwarded.ts';
 import { planUpstreamHeaders, type UpstreamHeaderPlan } from './upstream/request-headers.ts';
 
@@ -65,7 +66,6 @@ export function createAdmission(config: ResolvedOptions, logger: Logger, balance
     if (isUpgrade) return;
     replaceConsumedBody(req, exchange, exchange.headerPlan, config.consumedBody);
     // A body that may have to go to another upstream, or wait for one to boot, is held until connected.
-    const grace = exchange.route.startupGrace ?? config.startupGrace;
-    exchange.deferBody = declaresBody(req) && (grace > 0 || exchange.route.targets.length > 1);
+    exchange.deferBody = declaresBody(req) && mayRetryConnect(exchange.route, config.startupGrace);
   };
 }

@@ -1,5 +1,6 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, PassThrough, Readable } from 'node:stream';
+import type { ProxyError } from './errors.ts';
 import type { RequestTarget } from './request/validate.ts';
 import type { ResolvedRoute } from './routes/target.ts';
 import type { TrustFunction } from './upstream/forwarded.ts';
@@ -21,9 +22,8 @@ export interface Exchange {
   connectAttempts: number;
   /** Set once a connect failure was retried on another upstream of the route. */
   triedAnother: boolean;
-  /** The error code and status the proxy answered or aborted with, for metrics. */
-  errorCode: string | undefined;
-  errorStatus: number | undefined;
+  /** The ProxyError the proxy answered or aborted with, for metrics. */
+  error: ProxyError | undefined;
   /** Which peers may speak for the client on this request. */
   trust: TrustFunction | undefined;
   /** `req.body` encoded again, when a body parser had read the stream (consumedBody: 'reserialize'). */
@@ -63,8 +63,7 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     startedAt: performance.now(),
     connectAttempts: 0,
     triedAnother: false,
-    errorCode: undefined,
-    errorStatus: undefined,
+    error: undefined,
     trust: undefined,
     replacementBody: undefined,
     headerPlan: undefined,

@@ -8,7 +8,7 @@ import type { ResolvedOptions } from './options.ts';
 import { RouteNotFoundError, type ProxyError } from './errors.ts';
 import { buildErrorResponse, sendErrorResponse, withResponseHeaders, writeErrorResponseToSocket } from './respond.ts';
 import type { Balancer } from './upstream/balancer.ts';
-import { isConnectFailure, planConnectRetry } from './upstream/connect-retry.ts';
+import { isConnectFailure, planConnectRetry, startupGraceOf } from './upstream/connect-retry.ts';
 import { isSafeToRetry } from './upstream/retry.ts';
 import type { Observer } from './observe/observer.ts';
 
@@ -36,7 +36,7 @@ export function createFailureHandler({ config, logger, balancer, observer, repla
    * with when there is no retry.
    */
   function retryConnect(err: unknown, req: IncomingMessage, client: ClientSide, exchange: Exchange): unknown {
-    const grace = exchange.route!.startupGrace ?? config.startupGrace;
+    const grace = startupGraceOf(exchange.route!, config.startupGrace);
     const retry = planConnectRetry(err, exchange, balancer, grace);
     if ('error' in retry) return retry.error;
     logger.debug('upstream connect failed; trying again', { ...requestFields(req, exchange), next: retry.upstream.origin, delayMs: retry.delayMs });
@@ -74,8 +74,7 @@ export function createFailureHandler({ config, logger, balancer, observer, repla
       logger.debug('client closed request', { ...requestFields(req, exchange), code: error.code });
       return;
     }
-    exchange.errorCode = error.code;
-    exchange.errorStatus = error.statusCode;
+    exchange.error = error;
     observer.failed(req, exchange, error);
     if (exchange.clientHeadWritten || (isResponse(client) && client.headersSent)) {
       // Too late for a status: cut the connection so the client cannot take a

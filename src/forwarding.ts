@@ -8,7 +8,7 @@ import { limitBody } from './guards/body-limit.ts';
 import { requestFields, type Logger } from './logging.ts';
 import type { ResolvedOptions } from './options.ts';
 import type { Balancer } from './upstream/balancer.ts';
-import { awaitConnectableUpstream } from './upstream/connect-retry.ts';
+import { awaitConnectableUpstream, mayRetryConnect, startupGraceOf } from './upstream/connect-retry.ts';
 import type { Engine } from './upstream/engine.ts';
 
 export interface Forwarding {
@@ -65,8 +65,10 @@ export function createForwarding({ config, logger, admit, engine, balancer, fail
       // A real (unsent) ServerResponse holds the headers the limiter sets; they
       // reach the client only through a RateLimitedError's own headers.
       await admit(req, new http.ServerResponse(req), exchange, true);
-      const grace = exchange.route!.startupGrace ?? config.startupGrace;
-      if (grace > 0 || exchange.route!.targets.length > 1) await awaitConnectableUpstream(exchange, balancer, grace, config.timeouts.connect);
+      const route = exchange.route!;
+      if (mayRetryConnect(route, config.startupGrace)) {
+        await awaitConnectableUpstream(exchange, balancer, startupGraceOf(route, config.startupGrace), config.timeouts.connect);
+      }
       if (notToForward(req, socket, exchange)) return;
       engine.upgrade(req, socket, head);
     },

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { ProxyConfigurationError } from '../errors.ts';
-import { declaresBody } from './upgrade.ts';
+import { declaresBody } from '../request/body.ts';
 
 const FIX = "mount the proxy before body parsers, or set consumedBody: 'reserialize'";
 

@@ -5,7 +5,8 @@ import { exchangeOf } from '../exchange.ts';
 import type { FailureHandler } from '../failure.ts';
 import { requestFields, type Logger } from '../logging.ts';
 import { ProxyOptionsError } from '../options.ts';
-import { declaresBody, holdUpgrade, isUnderPath, isWebSocketUpgrade, responseOnUpgradeSocket } from './upgrade.ts';
+import { declaresBody } from '../request/body.ts';
+import { holdUpgrade, isUnderPath, isWebSocketUpgrade, responseOnUpgradeSocket } from './upgrade.ts';
 
 type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;

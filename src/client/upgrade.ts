@@ -51,8 +51,3 @@ export function isUnderPath(url: string, prefix: string): boolean {
   const next = url[prefix.length];
   return next === undefined || next === '/' || next === '?';
 }
-
-export function declaresBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
-}

@@ -15,7 +15,7 @@ export interface Observer {
 }
 
 function outcome(exchange: Exchange, res: ServerResponse): { status: number; code: string } {
-  if (exchange.errorCode !== undefined) return { status: exchange.errorStatus ?? res.statusCode, code: exchange.errorCode };
+  if (exchange.error !== undefined) return { status: exchange.error.statusCode, code: exchange.error.code };
   if (exchange.upstreamResponded) return { status: res.statusCode, code: 'upstream' };
   // nginx's 499: the client left before anyone answered.
   return { status: 499, code: 'client_closed' };

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
+import type { ResolvedRoute } from '../routes/target.ts';
 import type { Balancer } from './balancer.ts';
 
 // Failures of the connect itself: nothing of the request was sent.
@@ -10,6 +11,16 @@ export function isConnectFailure(err: unknown): boolean {
   if (err instanceof UpstreamTimeoutError) return err.proxyStatus === 'connection_timeout';
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && CONNECT_FAILURES.has(code);
+}
+
+/** The route's own startup grace, else the proxy's. */
+export function startupGraceOf(route: ResolvedRoute, proxyWide: number): number {
+  return route.startupGrace ?? proxyWide;
+}
+
+/** Whether a failed connect may be tried again: a grace to wait out, or another upstream to try. */
+export function mayRetryConnect(route: ResolvedRoute, proxyWide: number): boolean {
+  return startupGraceOf(route, proxyWide) > 0 || route.targets.length > 1;
 }
 
 function isRefused(err: unknown): boolean {

@@ -1,13 +1,9 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
+import { declaresBody } from '../request/body.ts';
 
 // RFC 9110 9.2.2: methods a client may repeat without changing the outcome.
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE']);
-
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-}
 
 /**
  * A request may be replayed once, on a fresh connection, when it failed on a
@@ -20,6 +16,6 @@ export function isSafeToRetry(err: unknown, proxyReq: ClientRequest | undefined,
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !STALE_SOCKET_CODES.has(code)) return false;
   if (!proxyReq?.reusedSocket) return false;
-  if (hasBody(req)) return false;
+  if (declaresBody(req)) return false;
   return IDEMPOTENT_METHODS.has(req.method ?? '') || req.headers['idempotency-key'] !== undefined;
 }
