@@ -51,6 +51,11 @@ export interface ForwardedFields {
   remove: string[];
 }
 
+/** The scheme this hop was reached by. */
+function schemeOf(req: IncomingMessage): string {
+  return (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+}
+
 function defaultPort(proto: string): string {
   return proto === 'https' ? '443' : '80';
 }
@@ -85,7 +90,7 @@ export function forwardedFields(req: IncomingMessage, settings: ForwardedSetting
   if (!trusted) {
     for (const name in headers) if (name.startsWith('x-forwarded-') || name === 'forwarded') remove.push(name);
   }
-  const proto = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  const proto = schemeOf(req);
   const host = headers.host ?? '';
   const kept = (name: string): string | undefined => {
     const value = headers[name];
@@ -118,7 +123,7 @@ export function clientOrigin(req: IncomingMessage, trust: TrustFunction): string
   const trusted = trust(req.socket.remoteAddress ?? '', 0);
   const forwardedProto = trusted ? req.headers['x-forwarded-proto'] : undefined;
   const forwardedHost = trusted ? req.headers['x-forwarded-host'] : undefined;
-  const proto = typeof forwardedProto === 'string' && forwardedProto ? forwardedProto.split(',')[0]!.trim() : (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  const proto = typeof forwardedProto === 'string' && forwardedProto ? forwardedProto.split(',')[0]!.trim() : schemeOf(req);
   const host = typeof forwardedHost === 'string' && forwardedHost ? forwardedHost.split(',')[0]!.trim() : (req.headers.host ?? '');
   return `${proto}://${host}`;
 }
