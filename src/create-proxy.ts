@@ -119,7 +119,7 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
       proxyWebSocket(req, pending.socket, pending.head, exchange);
       return;
     }
-    trackExchange(tracker, req, res);
+    trackExchange(tracker, res);
     observer.requestStarted(req, res, exchange);
     forwarding.http(req, res, exchange).catch((err: unknown) => handleFailure(err, req, res));
   };

@@ -49,7 +49,7 @@ export function createShutdown(tracker: Tracker, agents: UpstreamAgents, logger:
       const timeout = options.timeout ?? DEFAULT_CLOSE_TIMEOUT_MS;
       tracker.draining = true;
       // A response not begun yet will close its connection after it.
-      for (const res of tracker.exchanges.values()) if (!res.headersSent) res.shouldKeepAlive = false;
+      for (const res of tracker.exchanges) if (!res.headersSent) res.shouldKeepAlive = false;
       for (const webSocket of tracker.webSockets) goAway(webSocket, Math.min(timeout, 1_000));
 
       const settled = new Promise<void>((resolve) => {
@@ -69,9 +69,9 @@ export function createShutdown(tracker: Tracker, agents: UpstreamAgents, logger:
         const requests = tracker.exchanges.size;
         const webSockets = tracker.webSockets.size;
         logger.warn('shutdown deadline reached; aborting what is still in flight', { requests, webSockets, timeoutMs: timeout });
-        for (const [req, res] of tracker.exchanges) {
+        for (const res of tracker.exchanges) {
           res.destroy();
-          req.socket.destroy();
+          res.req.socket.destroy();
         }
         for (const { client, upstream } of tracker.webSockets) {
           client.destroy();

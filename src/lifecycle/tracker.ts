@@ -1,5 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { InFlightResponses } from './in-flight.ts';
 
 /** A proxied WebSocket: the client's socket and the upstream's, piped into each other. */
 export interface OpenWebSocket {
@@ -11,20 +12,21 @@ export interface OpenWebSocket {
 export interface Tracker {
   /** Set by close(): new requests are refused from then on. */
   draining: boolean;
-  exchanges: Map<IncomingMessage, ServerResponse>;
+  /** HTTP responses not yet closed (each knows its request as `res.req`). */
+  exchanges: InFlightResponses;
   webSockets: Set<OpenWebSocket>;
   /** Called whenever something in flight ends, so a drain can notice it is done. */
   onSettled: (() => void) | undefined;
 }
 
 export function createTracker(): Tracker {
-  return { draining: false, exchanges: new Map(), webSockets: new Set(), onSettled: undefined };
+  return { draining: false, exchanges: new InFlightResponses(), webSockets: new Set(), onSettled: undefined };
 }
 
-export function trackExchange(tracker: Tracker, req: IncomingMessage, res: ServerResponse): void {
-  tracker.exchanges.set(req, res);
+export function trackExchange(tracker: Tracker, res: ServerResponse): void {
+  const untrack = tracker.exchanges.add(res);
   res.on('close', () => {
-    tracker.exchanges.delete(req);
+    untrack();
     tracker.onSettled?.();
   });
 }
