@@ -7,7 +7,7 @@ import { MiB, type PoolInfo } from './ipc/messages.ts';
 import type { Child, Usage } from './ipc/parent.ts';
 import { checkAffinity, type Pinning } from './pinning.ts';
 import { startProxies, type ProxySet } from './proxies.ts';
-import { summarizeLoad, summarizeTransfer, type Failed, type LoadRound, type ScenarioResult, type TransferRound, type Variant, type WindowCost } from './results.ts';
+import { NOT_ON_ERROR_PATH, summarizeLoad, summarizeTransfer, type Failed, type LoadRound, type ScenarioResult, type TransferRound, type Variant, type WindowCost } from './results.ts';
 import { HOST, type LoadScenario, type Settings, type TransferScenario } from './scenarios.ts';
 
 export interface Context {
@@ -132,8 +132,7 @@ function fixed(value: number | null, digits: number): string {
 }
 
 export async function measureLoad(scenario: LoadScenario, ctx: Context): Promise<ScenarioResult> {
-  // On the error path `direct` would only measure refused connects: n/a.
-  const variants = ctx.variants.filter((v) => !(scenario.deadUpstream && v === 'direct'));
+  const variants = ctx.variants.filter((v) => !(scenario.deadUpstream && NOT_ON_ERROR_PATH.includes(v)));
   const target = `http://127.0.0.1:${scenario.deadUpstream ? ctx.deadPort : ctx.upstreamPort}`;
   const body = scenario.bodyBytes ? Buffer.alloc(scenario.bodyBytes, 'p') : undefined;
   const rounds = new Map<Variant, LoadRound[]>(variants.map((v) => [v, []]));

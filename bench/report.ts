@@ -81,12 +81,13 @@ function transferTable(result: ScenarioResult): string {
   return table(['variant', 'MiB/s', 'vs direct', 'wall s', 'CPU ms / transfer', 'CPU ms / MiB', 'RSS growth MiB', 'worst growth MiB', 'peak RSS MiB', 'failed rounds'], rows);
 }
 
-/** honest-proxy (both) against bare hpm (their own overhead) and against direct (the physical limit). */
+/** honest-proxy (both) against bare hpm (their own overhead), against direct (the physical limit) and against a bare TCP pipe (the limit of any second hop). */
 function ratioTable(result: ScenarioResult): string {
   const pairs: [Variant, Variant][] = [
     ['honest-proxy', 'hpm'],
     ['honest-proxy-bare', 'hpm'],
     ['honest-proxy', 'direct'],
+    ['honest-proxy', 'tcp-pipe'],
   ];
   const present = pairs.filter(([a]) => summaryOf(result, a));
   if (result.scenario.kind === 'load') {

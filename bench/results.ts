@@ -6,12 +6,13 @@ import type { Pinning } from './pinning.ts';
 import type { Scenario, Settings } from './scenarios.ts';
 
 /** From the physical limit, through the engine and the frameworks, to honest-proxy and the alternatives. */
-export const VARIANTS = ['direct', 'httpxy-raw', 'httpxy-express', 'hpm', 'honest-proxy', 'honest-proxy-bare', 'express-http-proxy', 'fastify-http-proxy'] as const;
+export const VARIANTS = ['direct', 'tcp-pipe', 'httpxy-raw', 'httpxy-express', 'hpm', 'honest-proxy', 'honest-proxy-bare', 'express-http-proxy', 'fastify-http-proxy'] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 /** How variants are named in tables. */
 export const LABELS: Record<Variant, string> = {
   direct: 'direct',
+  'tcp-pipe': 'TCP pipe (node:net, no HTTP)',
   'httpxy-raw': 'httpxy (raw node:http)',
   'httpxy-express': 'httpxy in Express',
   hpm: 'hpm (bare)',
@@ -20,6 +21,13 @@ export const LABELS: Record<Variant, string> = {
   'express-http-proxy': 'express-http-proxy',
   'fastify-http-proxy': '@fastify/http-proxy',
 };
+
+/**
+ * Variants that cannot answer a request themselves: on the error path (no
+ * upstream) `direct` would measure refused connects and the TCP pipe closed
+ * sockets, so both are n/a there.
+ */
+export const NOT_ON_ERROR_PATH: readonly Variant[] = ['direct', 'tcp-pipe'];
 
 /** The honest-proxy variants: every target about errors holds for both. */
 export const HONEST: readonly Variant[] = ['honest-proxy', 'honest-proxy-bare'];

@@ -42,7 +42,7 @@ export interface Settings {
 }
 
 export const SETTINGS: Record<Settings['mode'], Settings> = {
-  // Eight variants: quick stays near a minute, full under ten minutes on 2 cores.
+  // Nine variants: quick stays near a minute and a half, full near ten minutes on 2 cores.
   quick: { mode: 'quick', rounds: 2, loadSeconds: 0.5, warmupSeconds: 0.3 },
   full: { mode: 'full', rounds: 5, loadSeconds: 3, warmupSeconds: 2 },
 };
