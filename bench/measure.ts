@@ -99,6 +99,7 @@ function costOf(variant: Variant, before: Snapshot, after: Snapshot, ctx: Contex
   if (after.proxy?.pool) ctx.notePool(variant, after.proxy.pool);
   return {
     cpuMicros: before.proxy && after.proxy ? after.proxy.cpuMicros - before.proxy.cpuMicros : null,
+    gcMicros: before.proxy && after.proxy ? after.proxy.gcMicros - before.proxy.gcMicros : null,
     upstreamCpuMicros: after.upstream.cpuMicros - before.upstream.cpuMicros,
     upstreamConnections: after.upstream.accepted - before.upstream.accepted,
   };
@@ -168,9 +169,10 @@ export async function measureLoad(scenario: LoadScenario, ctx: Context): Promise
               ...cost,
               peakRssMiB: peak === null ? null : toMiB(peak),
               cpuMicrosPerRequest: cost.cpuMicros === null || sample.requests === 0 ? null : cost.cpuMicros / sample.requests,
+              gcMicrosPerRequest: cost.gcMicros === null || sample.requests === 0 ? null : cost.gcMicros / sample.requests,
             };
           },
-          (r) => `${r.rps.toFixed(0)} req/s, p99 ${r.p99} ms, CPU ${fixed(r.cpuMicrosPerRequest, 0)} µs/req, ${r.upstreamConnections} upstream conns${r.non2xx || r.errors || r.timeouts ? `, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts` : ''}`,
+          (r) => `${r.rps.toFixed(0)} req/s, p99 ${r.p99} ms, CPU ${fixed(r.cpuMicrosPerRequest, 0)} µs/req (GC ${fixed(r.gcMicrosPerRequest, 0)}), ${r.upstreamConnections} upstream conns${r.non2xx || r.errors || r.timeouts ? `, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts` : ''}`,
         );
         rounds.get(variant)!.push(result);
       }

@@ -42,13 +42,14 @@ function times(a: number | null | undefined, b: number | null | undefined): stri
 function loadTable(result: ScenarioResult): string {
   const rows = result.variants.map((v) => {
     const s = v.summary as LoadSummary | null;
-    if (!v.applicable || !s) return [LABELS[v.variant], NA, NA, NA, NA, NA, NA, NA, NA, NA, NA];
+    if (!v.applicable || !s) return [LABELS[v.variant], NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA];
     return [
       LABELS[v.variant],
       thousands(s.rps),
       fixed(s.p50, 1),
       fixed(s.p99, 1),
       fixed(s.cpuMicrosPerRequest, 1),
+      fixed(s.gcMicrosPerRequest, 1),
       fixed(s.peakRssMiB, 1),
       fixed(s.upstreamConnections, 0),
       thousands(s.non2xx),
@@ -57,7 +58,7 @@ function loadTable(result: ScenarioResult): string {
       String(s.failures.length),
     ];
   });
-  return table(['variant', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'peak RSS MiB', 'upstream conns opened', 'non-2xx', 'errors', 'status codes (all rounds)', 'failed rounds'], rows);
+  return table(['variant', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'GC pause µs/req', 'peak RSS MiB', 'upstream conns opened', 'non-2xx', 'errors', 'status codes (all rounds)', 'failed rounds'], rows);
 }
 
 function transferTable(result: ScenarioResult): string {

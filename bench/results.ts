@@ -39,6 +39,8 @@ export const HONEST: readonly Variant[] = ['honest-proxy', 'honest-proxy-bare'];
 export interface WindowCost {
   /** The proxy child's user + system CPU over the window, µs. */
   cpuMicros: number | null;
+  /** The part of the window the proxy's main thread spent paused in GC, µs. */
+  gcMicros: number | null;
   /** The upstream's, for reference: it should not depend on the proxy. */
   upstreamCpuMicros: number;
   /** TCP connections the upstream accepted during the window: the proxy's new upstream connections (the client's, for direct). */
@@ -56,6 +58,8 @@ export type LoadRound =
         peakRssMiB: number | null;
         /** cpuMicros / requests completed in the window (autocannon's count). */
         cpuMicrosPerRequest: number | null;
+        /** gcMicros / requests completed in the window. */
+        gcMicrosPerRequest: number | null;
       })
   | Failed;
 
@@ -82,6 +86,8 @@ export interface LoadSummary {
   peakRssMiB: number | null;
   /** The proxy's CPU per request, µs: median of the rounds' values. */
   cpuMicrosPerRequest: number | null;
+  /** Its GC pauses per request, µs: median of the rounds' values. */
+  gcMicrosPerRequest: number | null;
   /** Median over rounds of the upstream connections the proxy opened in a window. */
   upstreamConnections: number | null;
   failures: string[];
@@ -172,6 +178,7 @@ export function summarizeLoad(rounds: LoadRound[]): LoadSummary {
     p99: median(ok.map((r) => r.p99)),
     peakRssMiB: median(nonNull(ok.map((r) => r.peakRssMiB))),
     cpuMicrosPerRequest: median(nonNull(ok.map((r) => r.cpuMicrosPerRequest))),
+    gcMicrosPerRequest: median(nonNull(ok.map((r) => r.gcMicrosPerRequest))),
     upstreamConnections: median(ok.map((r) => r.upstreamConnections)),
     failures: failuresOf(rounds),
     requests: sum((r) => r.requests),

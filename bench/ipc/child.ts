@@ -2,6 +2,7 @@
 // answer the parent's mark/peak/usage requests. Shared by the upstream and
 // every proxy variant so they are measured and shut down the same way.
 import diagnosticsChannel from 'node:diagnostics_channel';
+import { PerformanceObserver } from 'node:perf_hooks';
 import type { ChildMessage, ParentMessage, PoolInfo } from './messages.ts';
 
 const SAMPLE_INTERVAL_MS = 50;
@@ -36,6 +37,17 @@ diagnosticsChannel.subscribe('net.server.socket', () => {
   accepted++;
 });
 
+/**
+ * Milliseconds the main thread spent in garbage collection pauses since start
+ * (V8's own timing of each collection, one performance entry per GC, nothing
+ * per request): with CPU per request it tells garbage from work, and a window
+ * whose CPU jumps while its GC time jumps with it from a JIT or scheduling one.
+ */
+let gcMillis = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcMillis += entry.duration;
+}).observe({ entryTypes: ['gc'] });
+
 let pool: PoolInfo | null = null;
 /** The first description wins: the variant's own (undici), else the one observed on the first upstream request. */
 export function reportPool(info: PoolInfo): void {
@@ -62,7 +74,7 @@ process.on('message', (message: ParentMessage) => {
   } else if (message.type === 'usage') {
     // getrusage(RUSAGE_SELF): every thread of the process, GC helpers and the libuv pool included.
     const { user, system } = process.cpuUsage();
-    send({ type: 'usage', userMicros: user, systemMicros: system, accepted, pool });
+    send({ type: 'usage', userMicros: user, systemMicros: system, gcMillis, accepted, pool });
   } else if (message.type === 'exit') {
     // process.exit, not a signal: --cpu-prof only writes its profile on a normal exit.
     process.exit(0);

@@ -24,7 +24,7 @@ export type ChildMessage =
    * the TCP connections its servers have accepted so far, and its upstream
    * pool once it has been observed.
    */
-  | { type: 'usage'; userMicros: number; systemMicros: number; accepted: number; pool: PoolInfo | null }
+  | { type: 'usage'; userMicros: number; systemMicros: number; gcMillis: number; accepted: number; pool: PoolInfo | null }
   | { type: 'failed'; message: string };
 
 export type ParentMessage = { type: 'mark' } | { type: 'peak' } | { type: 'usage' } | { type: 'exit' };

@@ -31,6 +31,8 @@ export interface ChildOptions {
 export interface Usage {
   /** user + system, µs, since the child started. */
   cpuMicros: number;
+  /** Main-thread GC pauses, µs, since the child started. */
+  gcMicros: number;
   accepted: number;
   pool: PoolInfo | null;
 }
@@ -167,7 +169,7 @@ export async function startChild(options: ChildOptions): Promise<Child> {
       peak: async () => (await request({ type: 'peak' }, 'peak')).peakRss,
       usage: async () => {
         const u = await request({ type: 'usage' }, 'usage');
-        return { cpuMicros: u.userMicros + u.systemMicros, accepted: u.accepted, pool: u.pool };
+        return { cpuMicros: u.userMicros + u.systemMicros, gcMicros: u.gcMillis * 1000, accepted: u.accepted, pool: u.pool };
       },
       crashReport,
       settle: (ms) => withTimeout(exited(child), ms, 'settle').catch(() => undefined),
