@@ -1,0 +1,87 @@
+// `node bench/ab.ts --variants hpm,honest-proxy[,...] [--scenario small-get] [--rounds 24] [--seconds 1]`:
+// a paired comparison for questions smaller than the full run can settle.
+//
+// On this kind of machine one variant's CPU per request moves by 15-40%
+// between 3 s windows, more after it has sat idle while eight others were
+// measured, so a 5-round full run cannot tell 5% apart. Here the variants
+// (all running, pinned as in the full run) take turns in short windows with
+// no idle gaps, the order reversing each round, and every round gives a ratio
+// of two windows a second or two apart: drift lands on both sides of it. The
+// median of those ratios, with its quartiles, is the answer; the first
+// variant is the reference.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startChild, stopAllChildren } from './ipc/parent.ts';
+import { runLoad } from './load/autocannon.ts';
+import { describePinning, setUpPinning } from './pinning.ts';
+import { startProxies } from './proxies.ts';
+import { median, VARIANTS, type Variant } from './results.ts';
+import { HOST, SCENARIOS, type LoadScenario } from './scenarios.ts';
+
+const { values: flags } = parseArgs({
+  options: {
+    variants: { type: 'string' },
+    scenario: { type: 'string', default: 'small-get' },
+    rounds: { type: 'string', default: '24' },
+    seconds: { type: 'string', default: '1' },
+    'no-pin': { type: 'boolean', default: false },
+  },
+});
+
+const variants = (flags.variants ?? '').split(',').filter(Boolean) as Variant[];
+const unknown = variants.filter((v) => !VARIANTS.includes(v) || v === 'direct');
+if (variants.length < 2 || unknown.length) throw new Error(`--variants takes two or more of ${VARIANTS.filter((v) => v !== 'direct').join(', ')}${unknown.length ? `; unknown: ${unknown.join(', ')}` : ''}`);
+const rounds = Number(flags.rounds);
+const seconds = Number(flags.seconds);
+if (!(Number.isInteger(rounds) && rounds >= 4)) throw new Error('--rounds must be a whole number >= 4');
+if (!(seconds > 0 && seconds <= 30)) throw new Error('--seconds must be in (0, 30]');
+const scenario = SCENARIOS.find((s): s is LoadScenario => s.kind === 'load' && s.id === flags.scenario && !s.deadUpstream);
+if (!scenario) throw new Error(`--scenario must be one of ${SCENARIOS.filter((s) => s.kind === 'load' && !s.deadUpstream).map((s) => s.id).join(', ')}`);
+
+function quartile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.round(q * (sorted.length - 1))]!;
+}
+
+const pinning = setUpPinning(flags['no-pin']);
+const dir = mkdtempSync(join(os.tmpdir(), 'honest-proxy-ab-'));
+try {
+  const others = pinning.pinned ? pinning.otherCpus : undefined;
+  const upstream = await startChild({ name: 'upstream', script: new URL('./upstream.ts', import.meta.url), args: [], logFile: join(dir, 'upstream.log'), cpus: others });
+  const proxies = await startProxies(variants, `http://127.0.0.1:${upstream.port}`, dir, 'ab', [], pinning.pinned ? pinning.proxyCpus : undefined);
+  process.stderr.write(`${describePinning(pinning)}\n`);
+  const body = scenario.bodyBytes ? Buffer.alloc(scenario.bodyBytes, 'p') : undefined;
+  const load = (variant: Variant, windowSeconds: number) =>
+    runLoad({ port: proxies.get(variant)!.port, host: HOST, method: scenario.method, path: scenario.path, body, connections: scenario.connections, seconds: windowSeconds });
+  for (const variant of variants) await load(variant, 2);
+
+  const cpu = new Map<Variant, number[]>(variants.map((v) => [v, []]));
+  let bad = 0;
+  for (let round = 0; round < rounds; round++) {
+    for (const variant of round % 2 ? [...variants].reverse() : variants) {
+      const child = proxies.get(variant)!;
+      const before = await child.usage();
+      const sample = await load(variant, seconds);
+      const after = await child.usage();
+      bad += sample.non2xx + sample.errors + sample.timeouts;
+      cpu.get(variant)!.push((after.cpuMicros - before.cpuMicros) / sample.requests);
+    }
+    process.stderr.write(`round ${round + 1}/${rounds}: ${variants.map((v) => `${v} ${cpu.get(v)!.at(-1)!.toFixed(0)}`).join(', ')} µs/req\n`);
+  }
+  await proxies.stop();
+
+  const [reference] = variants as [Variant, ...Variant[]];
+  const lines = [`## Paired CPU per request, ${scenario.title}: ${rounds} rounds of ${seconds} s windows, ${pinning.pinned ? 'pinned' : 'unpinned'}`, '', `| variant | median µs/req | ${reference} ÷ this, median of paired rounds | quartiles |`, '| --- | ---: | ---: | ---: |'];
+  for (const variant of variants) {
+    const ratios = cpu.get(reference)!.map((ref, i) => ref / cpu.get(variant)![i]!);
+    lines.push(`| ${variant} | ${median(cpu.get(variant)!)!.toFixed(1)} | ${median(ratios)!.toFixed(3)}x | ${quartile(ratios, 0.25).toFixed(3)}-${quartile(ratios, 0.75).toFixed(3)}x |`);
+  }
+  lines.push('', `non-2xx, errors and timeouts over all windows: ${bad}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+  if (bad) process.exitCode = 1;
+} finally {
+  await stopAllChildren();
+  rmSync(dir, { recursive: true, force: true });
+}
