@@ -1,6 +1,6 @@
-// One scenario, all variants, all rounds. Variants run interleaved and the
-// order rotates each round (A B C, B C A, ...), so drift over time and
-// "first after a pause" effects land on every variant alike.
+// One scenario, all variants, all rounds. Variants run interleaved, in a new
+// order each round (roundOrder), so drift over time, "first after a pause"
+// and whatever one window leaves to the next land on every variant alike.
 import { runLoad } from './load/autocannon.ts';
 import { runTransfers } from './load/transfer.ts';
 import { MiB, type PoolInfo } from './ipc/messages.ts';
@@ -28,9 +28,26 @@ export interface Context {
 const TRANSFER_TIMEOUT_MS = 120_000;
 const TRANSFER_WARMUP_BYTES = 4 * MiB;
 
-function rotate<T>(items: readonly T[], by: number): T[] {
-  const k = items.length ? by % items.length : 0;
-  return [...items.slice(k), ...items.slice(0, k)];
+/**
+ * The order of the variants in round `round`: rows of a Williams design
+ * (0, n-1, 1, n-2, ... shifted by one every second round, every odd round
+ * reversed), so that each variant runs at a different place and after a
+ * different neighbour from round to round. A plain rotation (A B C, B C A,
+ * ...) keeps every variant's predecessor fixed, and a carry-over from one
+ * window into the next then lands on the same variant every round: in two
+ * full runs and a third with the two honest-proxy variants swapped, the one
+ * right after bare hpm, whichever it was, paid 10-25% more CPU per request
+ * than the one after it.
+ */
+export function roundOrder<T>(items: readonly T[], round: number): T[] {
+  const n = items.length;
+  const base: number[] = [];
+  for (let low = 0, high = n - 1; base.length < n; ) {
+    base.push(low++);
+    if (base.length < n) base.push(high--);
+  }
+  const row = base.map((i) => items[(i + Math.floor(round / 2)) % n]!);
+  return round % 2 ? row.reverse() : row;
 }
 
 function toMiB(bytes: number): number {
@@ -149,7 +166,7 @@ export async function measureLoad(scenario: LoadScenario, ctx: Context): Promise
       await quiesce(child, ctx).catch(() => undefined);
     }
     for (let round = 0; round < ctx.settings.rounds; round++) {
-      for (const variant of rotate(variants, round)) {
+      for (const variant of roundOrder(variants, round)) {
         const child = proxies.get(variant);
         const result: LoadRound = await runRound(
           `${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}`,
@@ -205,7 +222,7 @@ export async function measureTransfer(scenario: TransferScenario, ctx: Context):
       // Load the streaming code paths before the baseline; a failure here
       // shows up again, recorded, in the measured transfer.
       for (const variant of ctx.variants) await transfer(portOf(proxies.get(variant), ctx), TRANSFER_WARMUP_BYTES).catch(() => undefined);
-      for (const variant of rotate(ctx.variants, round)) {
+      for (const variant of roundOrder(ctx.variants, round)) {
         const child = proxies.get(variant);
         const result: TransferRound = await runRound(
           `${scenario.id} round ${round + 1}/${ctx.settings.rounds} ${variant}`,

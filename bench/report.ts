@@ -240,7 +240,7 @@ export function fullReport(run: RunResult, checks: TargetCheck[]): string {
   const out = [
     `## honest-proxy benchmark (${run.settings.mode})`,
     '',
-    `${m.cpus} x ${m.cpuModel}, ${m.memoryGiB.toFixed(1)} GiB RAM, Node ${m.node} on ${m.platform}; ${run.settings.rounds} rounds, ${run.settings.loadSeconds} s per load run, variants in rotating order; ${run.startedAt}; CPU ${(m.busyBeforeStart * 100).toFixed(0)}% busy just before the start.`,
+    `${m.cpus} x ${m.cpuModel}, ${m.memoryGiB.toFixed(1)} GiB RAM, Node ${m.node} on ${m.platform}; ${run.settings.rounds} rounds, ${run.settings.loadSeconds} s per load run, variants in a new order each round (Williams design); ${run.startedAt}; CPU ${(m.busyBeforeStart * 100).toFixed(0)}% busy just before the start.`,
     '',
     describePinning(run.pinning),
     '',
