@@ -39,7 +39,7 @@ const TRANSFER_WARMUP_BYTES = 4 * MiB;
  * right after bare hpm, whichever it was, paid 10-25% more CPU per request
  * than the one after it.
  */
-export function roundOrder<T>(items: readonly T[], round: number): T[] {
+function roundOrder<T>(items: readonly T[], round: number): T[] {
   const n = items.length;
   const base: number[] = [];
   for (let low = 0, high = n - 1; base.length < n; ) {

@@ -40,8 +40,9 @@ diagnosticsChannel.subscribe('net.server.socket', () => {
 /**
  * Milliseconds the main thread spent in garbage collection pauses since start
  * (V8's own timing of each collection, one performance entry per GC, nothing
- * per request): with CPU per request it tells garbage from work, and a window
- * whose CPU jumps while its GC time jumps with it from a JIT or scheduling one.
+ * per request). Beside CPU per request it tells garbage from other work: a
+ * window whose CPU jumps along with its GC time made garbage; one whose GC
+ * time stays flat lost its time elsewhere (JIT, scheduling, the kernel).
  */
 let gcMillis = 0;
 new PerformanceObserver((list) => {

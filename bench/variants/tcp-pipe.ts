@@ -12,17 +12,16 @@ export const start: StartVariant = async (target) => {
   const { hostname, port } = new URL(target);
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(port), hostname);
+    // pipe() passes each side's end on to the other; a failure on either
+    // side ends both, as there is no HTTP here to answer with.
     client.pipe(upstream);
     upstream.pipe(client);
-    // Either side failing ends both: there is no HTTP here to answer with.
-    const close = () => {
+    const fail = () => {
       client.destroy();
       upstream.destroy();
     };
-    client.on('error', close);
-    upstream.on('error', close);
-    client.on('close', close);
-    upstream.on('close', close);
+    client.on('error', fail);
+    upstream.on('error', fail);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
