@@ -33,6 +33,9 @@ describe('classifyUpstreamError', () => {
     expect(error).toBeInstanceOf(type);
     expect(error.proxyStatus).toBe(proxyStatus);
     expect(error.cause).toBe(cause);
+    // The code goes to the detail (for the logs), never to the public message.
+    expect(error.detail).toBe(`upstream request failed: ${code}`);
+    expect(error.message).toBe(error.statusText);
   });
 
   it('returns a ProxyError unchanged', () => {

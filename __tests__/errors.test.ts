@@ -1,11 +1,23 @@
-import http from 'node:http';
+import http, { STATUS_CODES } from 'node:http';
 import request from 'supertest';
 import {
+  BadRequestError,
   createProxy,
+  GuardUnavailableError,
   InternalProxyError,
+  MissingHostError,
+  PayloadTooLargeError,
+  ProxyConfigurationError,
   ProxyError,
+  RateLimitedError,
+  RouteNotFoundError,
+  ShuttingDownError,
   UpstreamGoneError,
+  UpstreamProtocolError,
+  UpstreamTimeoutError,
   UpstreamUnavailableError,
+  UpstreamUnreachableError,
+  type ProxyErrorInit,
   type ProxyOptions,
 } from '../src/index.ts';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
@@ -351,4 +363,62 @@ it('ProxyError subclasses carry status, code and Proxy-Status type', () => {
   expect(error).toMatchObject({ statusCode: 500, code: 'INTERNAL_PROXY_ERROR', proxyStatus: 'proxy_internal_error', statusText: 'Internal Server Error' });
   expect((error.cause as Error).message).toBe('y');
   expect(error.name).toBe('InternalProxyError');
+});
+
+describe('message is the public status text, detail the internal sentence', () => {
+  type Constructor = new (detail?: string, init?: ProxyErrorInit) => ProxyError;
+  // Every class that takes a sentence; MissingHostError (which does not) is below.
+  const CLASSES: Array<[string, Constructor, number, string]> = [
+    ['BadRequestError', BadRequestError, 400, 'bad request'],
+    ['RouteNotFoundError', RouteNotFoundError, 404, 'no route for host'],
+    ['PayloadTooLargeError', PayloadTooLargeError, 413, 'request body over the limit'],
+    ['RateLimitedError', RateLimitedError, 429, 'rate limit exceeded'],
+    ['UpstreamUnreachableError', UpstreamUnreachableError, 502, 'upstream unreachable'],
+    ['UpstreamTimeoutError', UpstreamTimeoutError, 504, 'upstream timed out'],
+    ['UpstreamProtocolError', UpstreamProtocolError, 502, 'invalid upstream response'],
+    ['UpstreamUnavailableError', UpstreamUnavailableError, 503, 'upstream unavailable'],
+    ['UpstreamGoneError', UpstreamGoneError, 410, 'upstream gone'],
+    ['GuardUnavailableError', GuardUnavailableError, 503, 'guard unavailable'],
+    ['ProxyConfigurationError', ProxyConfigurationError, 500, 'proxy misconfigured'],
+    ['ShuttingDownError', ShuttingDownError, 503, 'proxy shutting down'],
+    ['InternalProxyError', InternalProxyError, 500, 'internal proxy error'],
+  ];
+  const SECRETS = /10\.9\.8\.7|5432|ECONNREFUSED|s3cr3t|said no/;
+
+  it.each(CLASSES)('%s: message === statusText; the sentence is detail; stack and String() hold neither it nor the cause', (name, Class, status, defaultDetail) => {
+    const cause = Object.assign(new Error('connect ECONNREFUSED 10.9.8.7:5432 token=s3cr3t'), { code: 'ECONNREFUSED' });
+    const error = new Class('upstream 10.9.8.7:5432 said no', { cause });
+    expect(error.name).toBe(name);
+    expect(error.statusCode).toBe(status);
+    expect(error.message).toBe(STATUS_CODES[status]);
+    expect(error.message).toBe(error.statusText);
+    expect(error.detail).toBe('upstream 10.9.8.7:5432 said no');
+    expect(error.cause).toBe(cause);
+    // No frames are captured: the stack is the header line alone.
+    expect(error.stack).toBe(`${name}: ${STATUS_CODES[status]}`);
+    expect(String(error)).toBe(`${name}: ${STATUS_CODES[status]}`);
+    expect(`${error.stack} ${error.message} ${String(error)}`).not.toMatch(SECRETS);
+    // Nor does an app that serializes the error send them (detail and cause are not enumerable).
+    expect(JSON.stringify(error)).not.toMatch(SECRETS);
+
+    const plain = new Class();
+    expect(plain.message).toBe(plain.statusText);
+    expect(plain.detail).toBe(defaultDetail);
+  });
+
+  it('MissingHostError: message Bad Request, its fixed sentence as detail, a string cause kept out of the stack', () => {
+    const error = new MissingHostError({ cause: 'invalid Host header 10.9.8.7' });
+    expect(error.message).toBe('Bad Request');
+    expect(error.message).toBe(error.statusText);
+    expect(error.detail).toBe('request has no Host header');
+    expect(error.cause).toBe('invalid Host header 10.9.8.7');
+    expect(error.stack).toBe('MissingHostError: Bad Request');
+  });
+
+  it("assigning message replaces it as on any Error, and leaves detail alone", () => {
+    const error = new RateLimitedError('key 10.9.8.7 over 100/min');
+    error.message = `proxy: ${error.message}`;
+    expect(error.message).toBe('proxy: Too Many Requests');
+    expect(error.detail).toBe('key 10.9.8.7 over 100/min');
+  });
 });

@@ -1,8 +1,10 @@
+import http from 'node:http';
+import { rateLimit, type Options as ErlOptions, type Store } from 'express-rate-limit';
 import request from 'supertest';
-import { createProxy, type ProxyOptions } from '../src/index.ts';
+import { createProxy, type ProxyOptions, type RateLimitOptions } from '../src/index.ts';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
-import { startUpstream, type Upstream } from './helpers/servers.ts';
+import { listen, startUpstream, type Upstream } from './helpers/servers.ts';
 
 describe.each(EXPRESS_VERSIONS)('rate limit (%s)', (_name, express) => {
   let upstream: Upstream;
@@ -49,7 +51,8 @@ describe.each(EXPRESS_VERSIONS)('rate limit (%s)', (_name, express) => {
 
     const info = records.filter((r) => r.level === 'info');
     expect(info).toHaveLength(1);
-    expect(info[0]!.message).toMatch(/^RATE_LIMIT /);
+    // The detail, not the public text: the log keeps what the response leaves out.
+    expect(info[0]!.message).toBe('RATE_LIMIT rate limit exceeded');
     expect(info[0]).toMatchObject({ status: 429, code: 'RATE_LIMITED', host: 'a.localhost', key: '127.0.0.1' });
   });
 
@@ -99,7 +102,8 @@ describe('rateLimit option', () => {
     ['not an object', 5, /rateLimit must be false or express-rate-limit options/],
     ['no limit', {}, /rateLimit.limit must be a whole number above 0 or a function/],
     ['a zero limit', { limit: 0 }, /rateLimit.limit must be a whole number above 0/],
-    ['an unknown key', { limit: 1, maxRequests: 5 }, /unknown option rateLimit.maxRequests; known are rateLimit.windowMs/],
+    ['an unknown key', { limit: 1, maxRequests: 5 }, /unknown option "rateLimit.maxRequests"; known options are rateLimit.windowMs, rateLimit.limit/],
+    ['a near miss', { limit: 1, legacyHeader: true }, /unknown option "rateLimit.legacyHeader"; did you mean "rateLimit.legacyHeaders"\?$/],
     ['a bad window', { limit: 1, windowMs: 0 }, /rateLimit.windowMs must be a whole number of milliseconds/],
     ['a bad key generator', { limit: 1, keyGenerator: 'ip' }, /rateLimit.keyGenerator must be a function/],
     ['a bad store', { limit: 1, store: {} }, /rateLimit.store must be an express-rate-limit Store/],
@@ -192,5 +196,103 @@ describe.each(EXPRESS_VERSIONS)('rate limit, express-rate-limit options passed o
     expect(limited.status).toBe(429);
     expect(limited.headers['retry-after']).toBe('7');
     expect(limited.body).toMatchObject({ statusCode: 429, retryAfter: 7 });
+  });
+});
+
+/**
+ * A store with one reset moment for every app it is shared into, so the
+ * proxy's 429 and express-rate-limit's own can be compared header for header
+ * (a reset in seconds from now stays the same for the second the requests
+ * may take).
+ */
+function storeResettingAt(reset: { at?: Date }): Store {
+  const hits = new Map<string, number>();
+  return {
+    async increment(key) {
+      reset.at ??= new Date(Date.now() + 30_999);
+      const totalHits = (hits.get(key) ?? 0) + 1;
+      hits.set(key, totalHits);
+      return { totalHits, resetTime: reset.at };
+    },
+    async decrement(key) {
+      hits.set(key, (hits.get(key) ?? 1) - 1);
+    },
+    async resetKey(key) {
+      hits.delete(key);
+    },
+  };
+}
+
+const LIMIT_HEADERS = /^(x-)?ratelimit|^retry-after$|^date$/;
+
+function limitHeaders(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => LIMIT_HEADERS.test(name)));
+}
+
+describe.each(EXPRESS_VERSIONS)('rate limit, standardHeaders and legacyHeaders (%s)', (_name, express) => {
+  let upstream: Upstream;
+  const running: Array<{ close(): Promise<void> }> = [];
+
+  beforeAll(async () => {
+    upstream = await startUpstream((_req, res) => res.end('ok'));
+  });
+  afterAll(async () => {
+    await Promise.all([...running, upstream].map((s) => s.close()));
+  });
+
+  /** The headers of the second request's 429 (limit 1), from express-rate-limit on a plain app and from the proxy, same options. */
+  async function bothAnswers(options: Partial<ErlOptions> & Record<string, unknown>): Promise<{ reference: request.Response; proxied: request.Response; passed: request.Response }> {
+    const reset: { at?: Date } = {};
+    const plain = express();
+    plain.use(rateLimit({ limit: 1, windowMs: 90_000, ...options, store: storeResettingAt(reset) } as Partial<ErlOptions>));
+    plain.get('/', (_req, res) => res.send('ok'));
+    const reference = await listen(http.createServer(plain));
+    const proxy = await startProxyApp(express, {
+      routes: { 'a.localhost': upstream.url },
+      rateLimit: { limit: 1, windowMs: 90_000, ...options, store: storeResettingAt(reset) } as RateLimitOptions,
+      logger: false,
+    });
+    running.push(reference, proxy);
+    await request(reference.url).get('/').expect(200);
+    const passed = await request(proxy.server).get(`${PREFIX}/`).set('Host', 'a.localhost').expect(200);
+    return {
+      reference: await request(reference.url).get('/').expect(429),
+      proxied: await request(proxy.server).get(`${PREFIX}/`).set('Host', 'a.localhost').expect(429),
+      passed,
+    };
+  }
+
+  it.each<[string, Record<string, unknown>]>([
+    ['draft-8, its default identifier', { standardHeaders: 'draft-8', legacyHeaders: false }],
+    ['draft-8, a string identifier, and legacy headers', { standardHeaders: 'draft-8', identifier: 'per-client', legacyHeaders: true }],
+    ['draft-8, an async identifier', { standardHeaders: 'draft-8', identifier: async () => 'from-a-function', legacyHeaders: false }],
+    ['draft-7', { standardHeaders: 'draft-7', legacyHeaders: false }],
+    ['draft-6', { standardHeaders: 'draft-6', legacyHeaders: false }],
+    ['true, which is draft-6', { standardHeaders: true, legacyHeaders: false }],
+    ['legacy alone', { standardHeaders: false, legacyHeaders: true }],
+    ['legacy by its older name headers', { standardHeaders: false, headers: true }],
+  ])('%s: the 429 carries what express-rate-limit sends, value for value', async (_case, options) => {
+    const { reference, proxied, passed } = await bothAnswers(options);
+    const expected = limitHeaders(reference.headers as Record<string, string>);
+    const actual = limitHeaders(proxied.headers as Record<string, string>);
+    // Date is the moment each was sent; both must have one when X-RateLimit-Reset is there.
+    expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
+    delete expected['date'];
+    delete actual['date'];
+    expect(actual).toEqual(expected);
+    expect(Object.keys(expected).length).toBeGreaterThan(1);
+    // The upstream's own response stays untouched.
+    expect(Object.keys(limitHeaders(passed.headers as Record<string, string>)).filter((name) => name !== 'date')).toEqual([]);
+  });
+
+  it("draft-8 renders express-rate-limit's format: a quoted policy name, r and t; q, w and a partition key", async () => {
+    const { proxied } = await bothAnswers({ standardHeaders: 'draft-8', legacyHeaders: false });
+    expect(proxied.headers['ratelimit']).toMatch(/^"1-in-1.5min"; r=0; t=31$/);
+    expect(proxied.headers['ratelimit-policy']).toMatch(/^"1-in-1.5min"; q=1; w=90; pk=:[A-Za-z0-9+/]{16}:$/);
+  });
+
+  it('standardHeaders: false and no legacy headers leave Retry-After alone', async () => {
+    const { proxied } = await bothAnswers({ standardHeaders: false, legacyHeaders: false });
+    expect(Object.keys(limitHeaders(proxied.headers as Record<string, string>)).filter((name) => name !== 'date')).toEqual(['retry-after']);
   });
 });

@@ -45,19 +45,19 @@ function errorCode(err: unknown): string | undefined {
 export function classifyUpstreamError(err: unknown): ProxyError {
   if (err instanceof ProxyError) return err;
   const code = errorCode(err);
-  const message = `upstream request failed: ${code ?? (types.isNativeError(err) || err instanceof Error ? err.message : String(err))}`;
+  const detail = `upstream request failed: ${code ?? (types.isNativeError(err) || err instanceof Error ? err.message : String(err))}`;
 
   const known = code === undefined ? undefined : BY_CODE[code];
-  if (known?.kind === 'timeout') return new UpstreamTimeoutError(message, { proxyStatus: known.proxyStatus, cause: err });
-  if (known) return new UpstreamUnreachableError(message, { proxyStatus: known.proxyStatus, cause: err });
+  if (known?.kind === 'timeout') return new UpstreamTimeoutError(detail, { proxyStatus: known.proxyStatus, cause: err });
+  if (known) return new UpstreamUnreachableError(detail, { proxyStatus: known.proxyStatus, cause: err });
 
   // llhttp parse failures: the upstream spoke something that is not HTTP/1.1.
-  if (code?.startsWith('HPE_')) return new UpstreamProtocolError(message, { cause: err });
+  if (code?.startsWith('HPE_')) return new UpstreamProtocolError(detail, { cause: err });
   if (code?.startsWith('ERR_TLS_CERT') || code?.includes('CERT_') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT') {
-    return new UpstreamUnreachableError(message, { proxyStatus: 'tls_certificate_error', cause: err });
+    return new UpstreamUnreachableError(detail, { proxyStatus: 'tls_certificate_error', cause: err });
   }
   if (code?.startsWith('ERR_SSL') || code?.startsWith('ERR_TLS')) {
-    return new UpstreamUnreachableError(message, { proxyStatus: 'tls_protocol_error', cause: err });
+    return new UpstreamUnreachableError(detail, { proxyStatus: 'tls_protocol_error', cause: err });
   }
-  return new InternalProxyError(message, { cause: err });
+  return new InternalProxyError(detail, { cause: err });
 }

@@ -52,30 +52,42 @@ export interface ProxyErrorInit {
 /**
  * A failure of the proxy itself, as opposed to a response of the upstream app.
  *
- * `message` is internal (it goes to logs). What the client sees is derived from
- * `statusCode` alone, plus the fixed `description`, so no detail can leak.
+ * `message` is the public status text (`Bad Gateway`), the same as `statusText`,
+ * so whatever prints `message` or `stack` (Express's development error page
+ * does) shows nothing private. The sentence each constructor takes is `detail`:
+ * it may name a host, a limit or a Node error code, and only the logs get it,
+ * together with `cause`. What the client sees is derived from `statusCode`
+ * alone, plus the fixed `description`.
  */
 export abstract class ProxyError extends Error {
   abstract readonly statusCode: number;
   abstract readonly code: ProxyErrorCode;
   /** A fixed, safe sentence for JSON error bodies. */
   abstract readonly description: string;
+  /** What went wrong, in words for operators (`upstream request failed: ECONNREFUSED`). Logged, never sent to the client. */
+  declare readonly detail: string;
   readonly proxyStatus: ProxyStatusErrorType;
   readonly headers: Readonly<Record<string, string>>;
   readonly logFields: Readonly<Record<string, unknown>>;
 
-  constructor(message: string, defaultProxyStatus: ProxyStatusErrorType, init: ProxyErrorInit = {}) {
+  constructor(detail: string, defaultProxyStatus: ProxyStatusErrorType, init: ProxyErrorInit = {}) {
     // A ProxyError is an answer, not a bug: capturing a stack for every 502 or
     // 429 was the largest single cost on the error path. The cause, when there
-    // is one, keeps its own stack, and that is the one the logs carry.
+    // is one, keeps its own stack, and that is the one the logs carry. With no
+    // frames, `stack` is `<name>: <message>` alone, read when first asked for.
     const stackTraceLimit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     try {
-      super(message, init.cause === undefined ? undefined : { cause: init.cause });
+      // No message here: `message` is the getter below, and the status code it
+      // reads is a subclass field, not set yet.
+      super(undefined, init.cause === undefined ? undefined : { cause: init.cause });
     } finally {
       Error.stackTraceLimit = stackTraceLimit;
     }
     this.name = new.target.name;
+    // Not enumerable, like an Error's own message and cause: an app that
+    // serializes the error (`res.json(err)`) must not send it.
+    Object.defineProperty(this, 'detail', { value: detail, enumerable: false, writable: false, configurable: true });
     this.proxyStatus = init.proxyStatus ?? defaultProxyStatus;
     this.headers = Object.freeze({ ...init.headers });
     this.logFields = Object.freeze({ ...init.logFields });
@@ -87,14 +99,24 @@ export abstract class ProxyError extends Error {
   }
 
   /**
-   * Never: `message` is for logs (it may name a limit or a host), so an error
-   * handler that honours `expose` shows the status text instead.
+   * False: an error handler that honours it shows the status text, which is
+   * what `message` holds anyway.
    */
   readonly expose = false;
 
   /** The standard reason phrase, which is also the whole text body. */
   get statusText(): string {
     return STATUS_CODES[this.statusCode] ?? 'Error';
+  }
+
+  /** The public status text, as `statusText`; the internal sentence is `detail`. */
+  override get message(): string {
+    return this.statusText;
+  }
+
+  /** An assignment behaves as on any Error (code that prefixes a message must not throw): it replaces the text. */
+  override set message(value: string) {
+    Object.defineProperty(this, 'message', { value, writable: true, configurable: true, enumerable: false });
   }
 }
 
@@ -117,8 +139,8 @@ export class BadRequestError extends ProxyError {
   readonly statusCode = 400;
   readonly code = 'BAD_REQUEST';
   readonly description = 'The request is malformed or ambiguous.';
-  constructor(message = 'bad request', init: ProxyErrorInit = {}) {
-    super(message, 'http_request_error', { ...init, headers: { connection: 'close', ...init.headers } });
+  constructor(detail = 'bad request', init: ProxyErrorInit = {}) {
+    super(detail, 'http_request_error', { ...init, headers: { connection: 'close', ...init.headers } });
   }
 }
 
@@ -126,8 +148,8 @@ export class RouteNotFoundError extends ProxyError {
   readonly statusCode = 404;
   readonly code = 'ROUTE_NOT_FOUND';
   readonly description = 'No upstream is configured for this host.';
-  constructor(message = 'no route for host', init?: ProxyErrorInit) {
-    super(message, 'destination_not_found', init);
+  constructor(detail = 'no route for host', init?: ProxyErrorInit) {
+    super(detail, 'destination_not_found', init);
   }
 }
 
@@ -135,8 +157,8 @@ export class PayloadTooLargeError extends ProxyError {
   readonly statusCode = 413;
   readonly code = 'PAYLOAD_TOO_LARGE';
   readonly description = 'The request body is larger than this proxy accepts.';
-  constructor(message = 'request body over the limit', init?: ProxyErrorInit) {
-    super(message, 'http_request_error', init);
+  constructor(detail = 'request body over the limit', init?: ProxyErrorInit) {
+    super(detail, 'http_request_error', init);
   }
 }
 
@@ -144,8 +166,8 @@ export class RateLimitedError extends ProxyError {
   readonly statusCode = 429;
   readonly code = 'RATE_LIMITED';
   readonly description = 'Too many requests; retry after the time in Retry-After.';
-  constructor(message = 'rate limit exceeded', init?: ProxyErrorInit) {
-    super(message, 'http_request_denied', init);
+  constructor(detail = 'rate limit exceeded', init?: ProxyErrorInit) {
+    super(detail, 'http_request_denied', init);
   }
 }
 
@@ -153,8 +175,8 @@ export class UpstreamUnreachableError extends ProxyError {
   readonly statusCode = 502;
   readonly code = 'UPSTREAM_UNREACHABLE';
   readonly description = 'The upstream server could not be reached.';
-  constructor(message = 'upstream unreachable', init?: ProxyErrorInit) {
-    super(message, 'connection_refused', init);
+  constructor(detail = 'upstream unreachable', init?: ProxyErrorInit) {
+    super(detail, 'connection_refused', init);
   }
 }
 
@@ -162,8 +184,8 @@ export class UpstreamTimeoutError extends ProxyError {
   readonly statusCode = 504;
   readonly code = 'UPSTREAM_TIMEOUT';
   readonly description = 'The upstream server did not answer in time.';
-  constructor(message = 'upstream timed out', init?: ProxyErrorInit) {
-    super(message, 'connection_timeout', init);
+  constructor(detail = 'upstream timed out', init?: ProxyErrorInit) {
+    super(detail, 'connection_timeout', init);
   }
 }
 
@@ -177,8 +199,8 @@ export class UpstreamProtocolError extends ProxyError {
   readonly statusCode = 502;
   readonly code = 'UPSTREAM_PROTOCOL_ERROR';
   readonly description = 'The upstream server sent an invalid response.';
-  constructor(message = 'invalid upstream response', init?: ProxyErrorInit) {
-    super(message, 'http_protocol_error', init);
+  constructor(detail = 'invalid upstream response', init?: ProxyErrorInit) {
+    super(detail, 'http_protocol_error', init);
   }
 }
 
@@ -187,11 +209,11 @@ export class UpstreamUnavailableError extends ProxyError {
   readonly statusCode = 503;
   readonly code = 'UPSTREAM_UNAVAILABLE';
   readonly description = 'The upstream is temporarily unavailable.';
-  constructor(message = 'upstream unavailable', init: ProxyErrorInit & { retryAfterSeconds?: number } = {}) {
+  constructor(detail = 'upstream unavailable', init: ProxyErrorInit & { retryAfterSeconds?: number } = {}) {
     const { retryAfterSeconds, ...rest } = init;
     const headers =
       retryAfterSeconds === undefined ? rest.headers : { ...rest.headers, 'retry-after': String(Math.ceil(retryAfterSeconds)) };
-    super(message, 'destination_unavailable', { ...rest, ...(headers && { headers }) });
+    super(detail, 'destination_unavailable', { ...rest, ...(headers && { headers }) });
   }
 }
 
@@ -200,8 +222,8 @@ export class UpstreamGoneError extends ProxyError {
   readonly statusCode = 410;
   readonly code = 'UPSTREAM_GONE';
   readonly description = 'The upstream for this host no longer exists.';
-  constructor(message = 'upstream gone', init?: ProxyErrorInit) {
-    super(message, 'destination_not_found', init);
+  constructor(detail = 'upstream gone', init?: ProxyErrorInit) {
+    super(detail, 'destination_not_found', init);
   }
 }
 
@@ -213,8 +235,8 @@ export class GuardUnavailableError extends ProxyError {
   readonly statusCode = 503;
   readonly code = 'GUARD_UNAVAILABLE';
   readonly description = 'The proxy cannot admit requests right now; retry later.';
-  constructor(message = 'guard unavailable', init?: ProxyErrorInit) {
-    super(message, 'proxy_internal_error', init);
+  constructor(detail = 'guard unavailable', init?: ProxyErrorInit) {
+    super(detail, 'proxy_internal_error', init);
   }
 }
 
@@ -226,8 +248,8 @@ export class ProxyConfigurationError extends ProxyError {
   readonly statusCode = 500;
   readonly code = 'PROXY_CONFIGURATION';
   readonly description = 'The proxy is misconfigured for this request.';
-  constructor(message = 'proxy misconfigured', init?: ProxyErrorInit) {
-    super(message, 'proxy_configuration_error', init);
+  constructor(detail = 'proxy misconfigured', init?: ProxyErrorInit) {
+    super(detail, 'proxy_configuration_error', init);
   }
 }
 
@@ -236,8 +258,8 @@ export class ShuttingDownError extends ProxyError {
   readonly statusCode = 503;
   readonly code = 'SHUTTING_DOWN';
   readonly description = 'The proxy is shutting down; retry shortly.';
-  constructor(message = 'proxy shutting down', init: ProxyErrorInit = {}) {
-    super(message, 'proxy_internal_response', { ...init, headers: { connection: 'close', 'retry-after': '1', ...init.headers } });
+  constructor(detail = 'proxy shutting down', init: ProxyErrorInit = {}) {
+    super(detail, 'proxy_internal_response', { ...init, headers: { connection: 'close', 'retry-after': '1', ...init.headers } });
   }
 }
 
@@ -245,8 +267,8 @@ export class InternalProxyError extends ProxyError {
   readonly statusCode = 500;
   readonly code = 'INTERNAL_PROXY_ERROR';
   readonly description = 'The proxy failed unexpectedly.';
-  constructor(message = 'internal proxy error', init?: ProxyErrorInit) {
-    super(message, 'proxy_internal_error', init);
+  constructor(detail = 'internal proxy error', init?: ProxyErrorInit) {
+    super(detail, 'proxy_internal_error', init);
   }
 }
 

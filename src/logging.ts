@@ -3,7 +3,22 @@ import { types } from 'node:util';
 import winston from 'winston';
 import type { ProxyError, ProxyErrorCode } from './errors.ts';
 
-export type Logger = winston.Logger;
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+/**
+ * What the proxy logs through. A winston Logger is one as it is, so the
+ * default path calls winston directly; the other values the `logger` option
+ * takes (console, pino, false) are adapted to it once, at construction
+ * (src/logger-adapters.ts).
+ */
+export interface Logger {
+  isLevelEnabled(level: LogLevel): boolean;
+  log(level: LogLevel, message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  debug(message: string, fields?: Record<string, unknown>): void;
+}
 
 /** JSON lines to stderr at `info`, so a proxy's stdout stays the app's. */
 export function createDefaultLogger(): Logger {
@@ -67,7 +82,8 @@ export function describeCause(cause: unknown, withStack: boolean): Record<string
 export function logProxyError(logger: Logger, error: ProxyError, req: IncomingMessage, exchange: ExchangeFields, extra?: Record<string, unknown>): void {
   const level = LEVEL_BY_CODE[error.code];
   if (!logger.isLevelEnabled(level)) return;
-  const message = error.code === 'RATE_LIMITED' ? `RATE_LIMIT ${error.message}` : error.message;
+  // The detail, not `message` (the public status text): operators need the why.
+  const message = error.code === 'RATE_LIMITED' ? `RATE_LIMIT ${error.detail}` : error.detail;
   logger.log(level, message, {
     ...requestFields(req, exchange),
     status: error.statusCode,

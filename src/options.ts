@@ -1,9 +1,13 @@
 import http, { type IncomingMessage } from 'node:http';
 import { DEFAULT_BODY_LIMIT, parseBodyLimit } from './guards/body-limit.ts';
 import type { RateLimitOptions } from './guards/rate-limit.ts';
+import { resolveRateLimit } from './guards/rate-limit-options.ts';
+import { adaptLogger, type LoggerOption } from './logger-adapters.ts';
 import type { Logger } from './logging.ts';
+import { booleanOption, fail, isRecord, milliseconds, ProxyOptionsError, rejectUnknownKeys, show, type EveryKeyListed } from './option-checks.ts';
 import type { AgentOption } from './upstream/agent.ts';
 import type { ErrorFormat } from './respond.ts';
+import { portHostRoutes } from './routes/port-host.ts';
 import { compileRoutes, type ProxyRequest, type RouteResolver, type Routes } from './routes/table.ts';
 import { compileTrust, type ForwardedMode, type TrustFunction, type TrustProxy } from './upstream/forwarded.ts';
 import type { MetricsOptions } from './observe/metrics.ts';
@@ -19,11 +23,18 @@ export interface TimeoutOptions {
   idle?: number;
 }
 
+// Defined beside the shared checks (src/option-checks.ts); public from here, with the options.
+export { ProxyOptionsError };
+
 export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   /** Host -> target record, a function of the request, or `portHostRoutes(...)`. Required. */
   routes: Routes<Req>;
-  /** A winston logger. Default: JSON lines to stderr at `info`. */
-  logger?: Logger;
+  /**
+   * A winston Logger; any object with `error`, `warn`, `info` and `debug`
+   * methods, such as `console` or a pino logger; or `false` to log nothing.
+   * Default: winston, JSON lines to stderr at `info`.
+   */
+  logger?: LoggerOption;
   /** Body of proxy error responses: `'text'` (default), `'json'`, or a renderer function. */
   errorFormat?: ErrorFormat;
   /** Name in `Proxy-Status: <name>; error=<type>` on proxy errors, or `false` for no header. Default `'proxy'`. */
@@ -85,7 +96,10 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   metrics?: MetricsOptions;
 }
 
-export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000, idle: 300_000 } as const;
+// `satisfies`: a timeout added to TimeoutOptions without a default here (or
+// the reverse) does not compile, and the names below come from this one object.
+export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000, idle: 300_000 } as const satisfies Required<TimeoutOptions>;
+const TIMEOUT_NAMES = Object.keys(DEFAULT_TIMEOUTS) as Array<keyof TimeoutOptions>;
 
 export interface ResolvedOptions {
   resolveRoute: RouteResolver;
@@ -93,7 +107,7 @@ export interface ResolvedOptions {
   errorFormat: ErrorFormat;
   proxyStatusName: string | false;
   onError: 'respond' | 'next';
-  timeouts: { connect: number; response: number; idle: number };
+  timeouts: Required<TimeoutOptions>;
   requestIdHeader: string | false;
   changeOrigin: boolean;
   rateLimit: RateLimitOptions | false;
@@ -113,7 +127,7 @@ export interface ResolvedOptions {
   metrics: MetricsOptions | undefined;
 }
 
-const KNOWN_OPTIONS = new Set([
+const KNOWN_OPTIONS = [
   'routes',
   'logger',
   'errorFormat',
@@ -136,66 +150,12 @@ const KNOWN_OPTIONS = new Set([
   'startupGrace',
   'passiveHealth',
   'metrics',
-]);
-// express-rate-limit v8 options the proxy passes on (`max` is its older name
-// for `limit`), plus its own `onStoreError`.
-const RATE_LIMIT_OPTIONS = new Set([
-  'windowMs',
-  'limit',
-  'max',
-  'keyGenerator',
-  'ipv6Subnet',
-  'skip',
-  'skipSuccessfulRequests',
-  'skipFailedRequests',
-  'requestWasSuccessful',
-  'store',
-  'retryAfter',
-  'identifier',
-  'requestPropertyName',
-  'validate',
-  'logger',
-  'passOnStoreError',
-  'onStoreError',
-]);
-const MAX_TIMER_MS = 2_147_483_647;
+] as const satisfies ReadonlyArray<keyof ProxyOptions>;
+true satisfies EveryKeyListed<ProxyOptions, (typeof KNOWN_OPTIONS)[number]>;
+
 // RFC 8941 sf-token, the form a Proxy-Status member name takes unquoted.
 const SF_TOKEN = /^[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*$/;
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
-
-/** Raised for a bad option at construction; the message names the option and what it accepts. */
-export class ProxyOptionsError extends TypeError {
-  readonly code = 'ERR_HONEST_PROXY_OPTIONS';
-  constructor(message: string) {
-    super(`honest-proxy: ${message}`);
-    this.name = 'ProxyOptionsError';
-  }
-}
-
-function fail(message: string): never {
-  throw new ProxyOptionsError(message);
-}
-
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'function') return 'a function';
-  if (Array.isArray(value)) return 'an array';
-  if (value !== null && typeof value === 'object') return 'an object';
-  return String(value);
-}
-
-function milliseconds(value: unknown, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > MAX_TIMER_MS) {
-    fail(`${name} must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}; got ${show(value)}`);
-  }
-  return value;
-}
-
-function isLogger(value: unknown): value is Logger {
-  const candidate = value as Partial<Logger> | null;
-  return typeof candidate?.log === 'function' && typeof candidate.isLevelEnabled === 'function';
-}
 
 /** Runs a validator that throws TypeError (shared with per-request code) and reports as an option error. */
 function asOptionError<T>(check: () => T): T {
@@ -207,107 +167,40 @@ function asOptionError<T>(check: () => T): T {
   }
 }
 
-function isAgentOption(value: unknown): value is AgentOption {
-  if (value instanceof http.Agent) return true;
-  if (value === null || typeof value !== 'object') return false;
-  const { http: plain, https: secure, ...rest } = value as Record<string, unknown>;
-  return (
-    Object.keys(rest).length === 0 &&
-    (plain !== undefined || secure !== undefined) &&
-    (plain === undefined || plain instanceof http.Agent) &&
-    (secure === undefined || secure instanceof http.Agent)
-  );
+function resolveRoutes(routes: unknown): RouteResolver {
+  if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
+  // Uncalled, it looks like a route function and would fail every request with a 500.
+  if (routes === portHostRoutes) fail('routes: portHostRoutes must be called with its options: routes: portHostRoutes({ domain, resolve })');
+  return asOptionError(() => compileRoutes(routes));
 }
 
-function isFunction(value: unknown): boolean {
-  return typeof value === 'function';
+function resolveLogger(value: unknown): Logger | undefined {
+  const logger = adaptLogger(value);
+  if (logger === 'invalid') {
+    fail(`logger must be a winston Logger, an object with error, warn, info and debug methods (console, pino), or false for none; got ${show(value)}`);
+  }
+  return logger;
 }
 
-function resolveRateLimit(value: unknown): RateLimitOptions | false {
-  if (value === undefined || value === false) return false;
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    fail(`rateLimit must be false or express-rate-limit options { windowMs, limit, keyGenerator, skip, store, onStoreError... }; got ${show(value)}`);
-  }
-  // express-rate-limit options that shape the 429, which the proxy writes itself.
-  const rendersTheResponse = new Map([
-    ['handler', ''],
-    ['message', ''],
-    ['statusCode', ''],
-    ['standardHeaders', ''],
-    ['legacyHeaders', ''],
-    ['headers', " (express-rate-limit's older name for legacyHeaders)"],
-  ]);
-  const options = value as Record<string, unknown>;
-  for (const key of Object.keys(options)) {
-    const aside = rendersTheResponse.get(key);
-    if (aside !== undefined) {
-      fail(
-        `rateLimit.${key}${aside} is not accepted: the proxy renders the 429 itself, with Retry-After and the RateLimit headers; ` +
-          "choose its body with errorFormat ('text', 'json' or a function), or pass the error on with onError: 'next'",
-      );
-    }
-    if (!RATE_LIMIT_OPTIONS.has(key)) fail(`unknown option rateLimit.${key}; known are ${[...RATE_LIMIT_OPTIONS].map((k) => `rateLimit.${k}`).join(', ')}`);
-  }
-  const { windowMs, limit, max, keyGenerator, ipv6Subnet, skip, store, retryAfter, identifier, requestPropertyName, validate, logger, passOnStoreError, onStoreError } = options;
-  if (windowMs !== undefined) milliseconds(windowMs, 'rateLimit.windowMs', 0);
-  if (limit !== undefined && max !== undefined) fail('rateLimit.limit and rateLimit.max are one option (max is its older name); give only one');
-  const [limitName, count] = max === undefined ? ['limit', limit] : ['max', max];
-  if (!isFunction(count) && !(typeof count === 'number' && Number.isInteger(count) && count > 0)) {
-    fail(`rateLimit.${limitName} must be a whole number above 0 or a function (req, res) => number; got ${show(count)}`);
-  }
-  if (keyGenerator !== undefined && !isFunction(keyGenerator)) fail(`rateLimit.keyGenerator must be a function (req, res) => string; got ${show(keyGenerator)}`);
-  if (ipv6Subnet !== undefined) {
-    if (ipv6Subnet !== false && !isFunction(ipv6Subnet) && !(typeof ipv6Subnet === 'number' && Number.isInteger(ipv6Subnet) && ipv6Subnet >= 1 && ipv6Subnet <= 128)) {
-      fail(`rateLimit.ipv6Subnet must be a prefix length from 1 to 128, false, or a function (req, res) => number; got ${show(ipv6Subnet)}`);
-    }
-    if (keyGenerator !== undefined) {
-      fail('rateLimit.ipv6Subnet applies to the default key only; with rateLimit.keyGenerator, call ipKeyGenerator(ip, prefix) in it instead');
-    }
-  }
-  if (skip !== undefined && !isFunction(skip)) fail(`rateLimit.skip must be a function (req, res) => boolean; got ${show(skip)}`);
-  booleanOption(options.skipSuccessfulRequests, 'rateLimit.skipSuccessfulRequests', false);
-  booleanOption(options.skipFailedRequests, 'rateLimit.skipFailedRequests', false);
-  if (options.requestWasSuccessful !== undefined && !isFunction(options.requestWasSuccessful)) {
-    fail(`rateLimit.requestWasSuccessful must be a function (req, res) => boolean; got ${show(options.requestWasSuccessful)}`);
-  }
-  if (store !== undefined && typeof (store as { increment?: unknown } | null)?.increment !== 'function') {
-    fail(`rateLimit.store must be an express-rate-limit Store (e.g. new RedisStore(...)); got ${show(store)}`);
-  }
-  if (retryAfter !== undefined && !isFunction(retryAfter) && !(typeof retryAfter === 'number' && Number.isInteger(retryAfter) && retryAfter >= 0)) {
-    fail(`rateLimit.retryAfter must be a whole number of seconds or a function (req, res) => number; got ${show(retryAfter)}`);
-  }
-  if (identifier !== undefined && typeof identifier !== 'string' && !isFunction(identifier)) {
-    fail(`rateLimit.identifier must be a string or a function (req, res) => string; got ${show(identifier)}`);
-  }
-  if (requestPropertyName !== undefined) {
-    // A name the request already has (req.headers, req.body, req.ip...) would be overwritten with the counts.
-    const taken = ['app', 'res', 'next', 'params', 'query', 'body', 'route', 'baseUrl', 'originalUrl', 'path', 'ip', 'ips', 'host', 'hostname', 'protocol', 'secure', 'subdomains', 'xhr', 'fresh', 'stale', 'cookies', 'signedCookies'];
-    if (typeof requestPropertyName !== 'string' || !/^[A-Za-z_$][\w$]*$/.test(requestPropertyName) || requestPropertyName in new http.IncomingMessage(null as never) || taken.includes(requestPropertyName)) {
-      fail(`rateLimit.requestPropertyName must be a property name the request does not already have, such as 'rateLimit'; got ${show(requestPropertyName)}`);
-    }
-  }
-  const isChecks = (checks: unknown): boolean =>
-    checks !== null && typeof checks === 'object' && !Array.isArray(checks) && Object.values(checks).every((v) => typeof v === 'boolean');
-  if (validate !== undefined && typeof validate !== 'boolean' && !isChecks(validate)) {
-    fail(`rateLimit.validate must be true, false, or a record of check names to true or false; got ${show(validate)}`);
-  }
-  if (logger !== undefined && !(isFunction((logger as { error?: unknown } | null)?.error) && isFunction((logger as { warn?: unknown }).warn))) {
-    fail(`rateLimit.logger must be an object with error(err, message) and warn(err, message) methods; got ${show(logger)}`);
-  }
-  booleanOption(passOnStoreError, 'rateLimit.passOnStoreError', true);
-  if (passOnStoreError !== undefined && onStoreError !== undefined) {
-    fail("rateLimit.passOnStoreError and rateLimit.onStoreError say the same thing (true is 'allow', false is 'deny'); give only one");
-  }
-  if (onStoreError !== undefined && onStoreError !== 'allow' && onStoreError !== 'deny') {
-    fail(`rateLimit.onStoreError must be 'allow' or 'deny'; got ${show(onStoreError)}`);
-  }
-  return options as unknown as RateLimitOptions;
+function resolveTimeouts(value: unknown): ResolvedOptions['timeouts'] {
+  if (value === undefined) return { ...DEFAULT_TIMEOUTS };
+  if (!isRecord(value)) fail(`timeouts must be an object { ${TIMEOUT_NAMES.join(', ')} }; got ${show(value)}`);
+  rejectUnknownKeys(value, TIMEOUT_NAMES, 'timeouts.');
+  const timeouts = { ...DEFAULT_TIMEOUTS } as ResolvedOptions['timeouts'];
+  for (const name of TIMEOUT_NAMES) timeouts[name] = milliseconds(value[name], `timeouts.${name}`, DEFAULT_TIMEOUTS[name]);
+  return timeouts;
 }
 
-function booleanOption(value: unknown, name: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') fail(`${name} must be true or false; got ${show(value)}`);
-  return value;
+function resolveAgent(value: unknown): AgentOption | undefined {
+  if (value === undefined || value instanceof http.Agent) return value;
+  const expected = 'agent must be an http.Agent or { http?: http.Agent, https?: https.Agent }';
+  if (!isRecord(value)) fail(`${expected}; got ${show(value)}`);
+  rejectUnknownKeys(value, ['http', 'https'], 'agent.');
+  const { http: plain, https: secure } = value;
+  if ((plain === undefined && secure === undefined) || (plain !== undefined && !(plain instanceof http.Agent)) || (secure !== undefined && !(secure instanceof http.Agent))) {
+    fail(`${expected}; got ${show(value)}`);
+  }
+  return value as AgentOption;
 }
 
 /** `cookieDomain` / `cookiePath`: a string for every cookie, or a map with '*' as the fallback. */
@@ -334,10 +227,13 @@ function trustOption(value: unknown): TrustFunction | undefined {
   }
 }
 
+const PASSIVE_HEALTH_NAMES = Object.keys(DEFAULT_PASSIVE_HEALTH);
+
 function resolvePassiveHealth(value: unknown): Required<PassiveHealthOptions> {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(`passiveHealth must be an object { maxFails, failTimeout }; got ${show(value)}`);
-  const { maxFails = DEFAULT_PASSIVE_HEALTH.maxFails, failTimeout, ...rest } = value as PassiveHealthOptions;
-  for (const key of Object.keys(rest)) fail(`unknown option passiveHealth.${key}; known are passiveHealth.maxFails, passiveHealth.failTimeout`);
+  if (value === undefined) return { ...DEFAULT_PASSIVE_HEALTH };
+  if (!isRecord(value)) fail(`passiveHealth must be an object { ${PASSIVE_HEALTH_NAMES.join(', ')} }; got ${show(value)}`);
+  rejectUnknownKeys(value, PASSIVE_HEALTH_NAMES, 'passiveHealth.');
+  const { maxFails = DEFAULT_PASSIVE_HEALTH.maxFails, failTimeout } = value as PassiveHealthOptions;
   if (!Number.isInteger(maxFails) || maxFails < 1) fail(`passiveHealth.maxFails must be a whole number from 1; got ${show(maxFails)}`);
   return { maxFails, failTimeout: milliseconds(failTimeout, 'passiveHealth.failTimeout', DEFAULT_PASSIVE_HEALTH.failTimeout) };
 }
@@ -346,22 +242,21 @@ function resolveMetrics(value: unknown): MetricsOptions | undefined {
   if (value === undefined) return undefined;
   const registry = (value as { registry?: { registerMetric?: unknown } } | null)?.registry;
   if (typeof registry?.registerMetric !== 'function') fail(`metrics must be { registry } with a prom-client Registry; got ${show(value)}`);
+  rejectUnknownKeys(value as object, ['registry'], 'metrics.');
   return value as MetricsOptions;
 }
 
 /** Checks every option once, at construction, and fills in defaults. */
 export function resolveOptions<Req extends IncomingMessage>(options: ProxyOptions<Req>): ResolvedOptions {
   if (options === null || typeof options !== 'object') fail(`createProxy(options) needs an options object; got ${show(options)}`);
-  for (const key of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(key)) fail(`unknown option ${JSON.stringify(key)}; known options are ${[...KNOWN_OPTIONS].join(', ')}`);
-  }
+  rejectUnknownKeys(options, KNOWN_OPTIONS);
   const {
     routes,
     logger,
     errorFormat = 'text',
     proxyStatus = 'proxy',
     onError = 'respond',
-    timeouts = {},
+    timeouts,
     requestIdHeader = 'x-request-id',
     changeOrigin = false,
     rateLimit,
@@ -376,12 +271,11 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     fallthrough,
     consumedBody = 'error',
     startupGrace = 0,
-    passiveHealth = {},
+    passiveHealth,
     metrics,
   } = options;
 
-  if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
-  if (logger !== undefined && !isLogger(logger)) fail(`logger must be a winston Logger; got ${show(logger)}`);
+  const resolveRoute = resolveRoutes(routes);
   if (errorFormat !== 'text' && errorFormat !== 'json' && typeof errorFormat !== 'function') {
     fail(`errorFormat must be 'text', 'json' or a function (error, req) => { contentType, body }; got ${show(errorFormat)}`);
   }
@@ -389,17 +283,10 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     fail(`proxyStatus must be false or a name made of letters, digits and _-.:/ starting with a letter; got ${show(proxyStatus)}`);
   }
   if (onError !== 'respond' && onError !== 'next') fail(`onError must be 'respond' or 'next'; got ${show(onError)}`);
-  if (timeouts === null || typeof timeouts !== 'object') fail(`timeouts must be an object { connect, response }; got ${show(timeouts)}`);
-  for (const key of Object.keys(timeouts)) {
-    if (key !== 'connect' && key !== 'response' && key !== 'idle') {
-      fail(`unknown option timeouts.${key}; known are timeouts.connect, timeouts.response, timeouts.idle`);
-    }
-  }
   if (requestIdHeader !== false && (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader))) {
     fail(`requestIdHeader must be false or a header name; got ${show(requestIdHeader)}`);
   }
   booleanOption(changeOrigin, 'changeOrigin', false);
-  if (agent !== undefined && !isAgentOption(agent)) fail(`agent must be an http.Agent or { http?: http.Agent, https?: https.Agent }; got ${show(agent)}`);
   if (forwarded !== false && forwarded !== 'x-forwarded' && forwarded !== 'rfc7239' && forwarded !== 'both') {
     fail(`forwarded must be 'x-forwarded', 'rfc7239', 'both' or false; got ${show(forwarded)}`);
   }
@@ -407,21 +294,17 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
   if (consumedBody !== 'error' && consumedBody !== 'reserialize') fail(`consumedBody must be 'error' or 'reserialize'; got ${show(consumedBody)}`);
 
   return {
-    resolveRoute: asOptionError(() => compileRoutes(routes)),
-    logger,
+    resolveRoute,
+    logger: resolveLogger(logger),
     errorFormat,
     proxyStatusName: proxyStatus,
     onError,
-    timeouts: {
-      connect: milliseconds(timeouts.connect, 'timeouts.connect', DEFAULT_TIMEOUTS.connect),
-      response: milliseconds(timeouts.response, 'timeouts.response', DEFAULT_TIMEOUTS.response),
-      idle: milliseconds(timeouts.idle, 'timeouts.idle', DEFAULT_TIMEOUTS.idle),
-    },
+    timeouts: resolveTimeouts(timeouts),
     requestIdHeader: requestIdHeader === false ? false : requestIdHeader.toLowerCase(),
     changeOrigin,
     rateLimit: resolveRateLimit(rateLimit),
     bodyLimit: asOptionError(() => parseBodyLimit(bodyLimit, 'bodyLimit')),
-    agent,
+    agent: resolveAgent(agent),
     forwarded,
     trust: trustOption(trustProxy),
     via,

@@ -6,15 +6,15 @@ import { ipKeyGenerator, rateLimit, type EnabledValidations, type Options, type 
 import { GuardUnavailableError, ProxyError, RateLimitedError } from '../errors.ts';
 import { describeCause, type Logger } from '../logging.ts';
 import { clientAddress, trustFor, type TrustFunction } from '../upstream/forwarded.ts';
+import { createHeaderRenderer, type DraftVersion, type LimitInfo } from './rate-limit-headers.ts';
 
 type ValueOf<T> = (req: IncomingMessage, res: ServerResponse) => T | Promise<T>;
 
 /**
  * express-rate-limit v8 options, passed on to it, plus `onStoreError`. The
- * options that shape the 429 itself (`handler`, `message`, `statusCode`,
- * `standardHeaders`, `legacyHeaders` and its old name `headers`) are refused:
- * the proxy writes the 429 (with Retry-After and the RateLimit headers) in its
- * own `errorFormat`.
+ * proxy writes the 429 itself, in its own `errorFormat`: `handler`, `message`
+ * and `statusCode` are refused, and `standardHeaders` / `legacyHeaders` choose
+ * the 429's headers only (upstream responses get none).
  */
 interface RateLimitSharedOptions {
   /** Window length in ms. Default 60000. */
@@ -53,8 +53,21 @@ interface RateLimitSharedOptions {
    */
   retryAfter?: number | ValueOf<number>;
   /**
-   * The policy name that express-rate-limit puts in draft-8 RateLimit headers.
-   * The proxy sends the draft-7 headers, which carry no name, so this changes nothing.
+   * Which IETF RateLimit headers the 429 carries: `'draft-7'` (the default when
+   * unset: `RateLimit: limit=N, remaining=N, reset=N` and `RateLimit-Policy`),
+   * `'draft-8'` (a named policy: `RateLimit: "<identifier>"; r=N; t=N`),
+   * `'draft-6'` or `true` (`RateLimit-Limit`, `-Remaining`, `-Reset`), or
+   * `false` for none. Rendered as express-rate-limit renders them.
+   */
+  standardHeaders?: boolean | DraftVersion;
+  /** Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset` on the 429. Default false. */
+  legacyHeaders?: boolean;
+  /** @deprecated express-rate-limit's older name for `legacyHeaders`; give one of the two. */
+  headers?: boolean;
+  /**
+   * The policy name in the draft-8 headers (`standardHeaders: 'draft-8'`), or
+   * a function of the request, called on a 429 only. Default: the limit and
+   * the window, such as `100-in-15min`. The other drafts carry no name.
    */
   identifier?: string | ValueOf<string>;
   /** The request property that gets `{ limit, used, remaining, resetTime, key }`. Default `'rateLimit'`. */
@@ -76,18 +89,23 @@ interface RateLimitSharedOptions {
 /** Requests allowed per key per window: a whole number, or a function of the request. */
 type RateLimitCount = number | ValueOf<number>;
 
-/** express-rate-limit options the proxy accepts. `limit` (or its older name `max`) is required. */
+/**
+ * express-rate-limit options the proxy accepts. `limit` (or its older name
+ * `max`) is required. The `limit` member comes last because TypeScript
+ * explains a failed match against the last member of a union: options with
+ * neither then read "Property 'limit' is missing", not 'max'.
+ */
 export type RateLimitOptions = RateLimitSharedOptions &
   (
+    | {
+        /** @deprecated express-rate-limit's older name for `limit`. */
+        max: RateLimitCount;
+        limit?: undefined;
+      }
     | {
         /** Requests allowed per key per window. Required (or give it as `max`). */
         limit: RateLimitCount;
         max?: undefined;
-      }
-    | {
-        /** express-rate-limit's older name for `limit`. */
-        max: RateLimitCount;
-        limit?: undefined;
       }
   );
 
@@ -123,45 +141,29 @@ function limiterView(req: Request, trust: TrustFunction | undefined): Request {
   });
 }
 
-interface LimitInfo {
-  limit: number;
-  remaining: number;
-  resetTime?: Date;
-}
-
-/**
- * A 429's Retry-After and IETF RateLimit headers (draft 7, as express-rate-limit
- * writes them). Made for the 429 alone: express-rate-limit would set them on
- * every request, only for the proxy to take them off again.
- */
-function rateLimitHeaders(info: LimitInfo, windowMs: number, retryAfter: number | undefined): Record<string, string> {
-  const reset = info.resetTime ? Math.max(0, Math.ceil((info.resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(windowMs / 1000);
-  return {
-    'retry-after': String(retryAfter ?? reset),
-    'ratelimit-policy': `${info.limit};w=${Math.ceil(windowMs / 1000)}`,
-    ratelimit: `limit=${info.limit}, remaining=${info.remaining}, reset=${reset}`,
-  };
-}
-
 export function createRateLimitGuard(options: RateLimitOptions, logger: Logger, trust?: TrustFunction): RateLimitGuard {
   // The rest (skip, skipFailedRequests, store, requestPropertyName...) is
   // express-rate-limit's to read as given; options.ts let through only known names.
-  const { windowMs = 60_000, limit, max, retryAfter, logger: ownLogger, passOnStoreError, onStoreError, ...passedOn } = options;
+  const { windowMs = 60_000, limit, max, retryAfter, logger: ownLogger, passOnStoreError, onStoreError, standardHeaders, legacyHeaders, headers: legacyAlias, identifier, ...passedOn } =
+    options;
   const propertyName = options.requestPropertyName ?? 'rateLimit';
+  const renderHeaders = createHeaderRenderer({ windowMs, standardHeaders, legacyHeaders, headers: legacyAlias, identifier });
   const limiter = rateLimit({
     ...(passedOn as unknown as Partial<Options>),
     windowMs,
     limit: (limit ?? max) as Options['limit'],
+    // Off for express-rate-limit, which would set them on every response the
+    // upstream sends; the handler puts the chosen ones on the 429 alone.
     standardHeaders: false,
     legacyHeaders: false,
     passOnStoreError: passOnStoreError ?? onStoreError !== 'deny',
     handler: async (req, res, next) => {
       // The error carries the headers itself, so every way of answering it
       // (a response, a raw upgrade socket, next(err)) can send them.
-      const info = (req as unknown as Record<string, (LimitInfo & { key?: string }) | undefined>)[propertyName]!;
+      const info = (req as unknown as Record<string, LimitInfo | undefined>)[propertyName]!;
       const seconds = typeof retryAfter === 'function' ? await retryAfter(req, res) : retryAfter;
-      const headers = rateLimitHeaders(info, windowMs, seconds);
-      next(new RateLimitedError('rate limit exceeded', { headers, ...(info.key !== undefined && { logFields: { key: loggableKey(info.key) } }) }));
+      const headers = await renderHeaders(info, seconds, req, res);
+      next(new RateLimitedError('rate limit exceeded', { headers, logFields: { key: loggableKey(info.key) } }));
     },
     logger: ownLogger ?? {
       error: (error, message) => logger.error(message ?? 'rate limiter error', { cause: describeCause(error, false) }),
