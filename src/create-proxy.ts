@@ -2,13 +2,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createAdmission } from './admission.ts';
+import { createUnreadBodySettler } from './client/body.ts';
+import { createLingeringClose } from './client/lingering-close.ts';
 import { takeUpgrade } from './client/upgrade.ts';
 import { createUpgradeEntries } from './client/upgrade-entries.ts';
 import { beginExchange, clientIsGone, exchangeOf, type ClientSide, type Exchange, type NextFunction } from './exchange.ts';
 import { createFailureHandler } from './failure.ts';
 import { createForwarding } from './forwarding.ts';
 import { createShutdown, type CloseOptions } from './lifecycle/shutdown.ts';
-import { createTracker, trackExchange, trackWebSocket } from './lifecycle/tracker.ts';
+import { createTracker, trackExchange, trackLingering, trackWebSocket } from './lifecycle/tracker.ts';
 import { createDefaultLogger, requestFields, type Logger } from './logging.ts';
 import { createObserver } from './observe/observer.ts';
 import { resolveOptions, type ProxyOptions } from './options.ts';
@@ -39,8 +41,8 @@ export interface HonestProxy {
   /**
    * Shuts the proxy down: new requests get 503 (`Connection: close`,
    * `Retry-After`), open WebSockets a close frame 1001 on both sides, in-flight
-   * requests may finish until `timeout` (default 5 s) and are then aborted,
-   * and the proxy's own upstream pool is destroyed. Resolves when nothing of
+   * requests (and lingering closes) may finish until `timeout` (default 5 s)
+   * and are then aborted, and the proxy's own upstream pool is destroyed. Resolves when nothing of
    * the proxy's is left open.
    */
   close(options?: CloseOptions): Promise<void>;
@@ -73,7 +75,8 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     logger.warn('upstream taken out of rotation after failed connects', { upstream, forMs: config.passiveHealth.failTimeout });
   });
   const admit = createAdmission(config, logger, balancer, () => tracker.draining);
-  const handleFailure = createFailureHandler({ config, logger, balancer, observer, replay });
+  const settleUnreadBody = createUnreadBodySettler(createLingeringClose(config.lingeringClose, (socket) => trackLingering(tracker, socket)));
+  const handleFailure = createFailureHandler({ config, logger, balancer, observer, settleUnreadBody, replay });
   const engine = createEngine({
     agents,
     changeOrigin: config.changeOrigin,
@@ -81,6 +84,7 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     logger,
     rewrites: config,
     balancer,
+    settleUnreadBody,
     fail: handleFailure,
     onWebSocket(req, exchange, client, upstream) {
       observer.webSocketOpened(req, exchange, client);

@@ -1,5 +1,6 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, PassThrough, Readable } from 'node:stream';
+import { numberArrival } from './client/connection.ts';
 import type { ProxyError } from './errors.ts';
 import type { RequestTarget } from './request/validate.ts';
 import type { ResolvedRoute } from './routes/target.ts';
@@ -11,6 +12,8 @@ export type NextFunction = (err?: unknown) => void;
 /** What the proxy knows about one request while it is in flight. */
 export interface Exchange {
   requestId: string | undefined;
+  /** Its place among the requests that arrived on its connection (1 for the first). */
+  arrival: number;
   /** Routing key and upstream request-target, once the request was found well-formed. */
   target: RequestTarget | undefined;
   route: ResolvedRoute | undefined;
@@ -57,6 +60,7 @@ type WithExchange = IncomingMessage & { [EXCHANGE]?: Exchange };
 export function beginExchange(req: IncomingMessage, next: NextFunction | undefined, requestId: string | undefined): Exchange {
   const exchange: Exchange = {
     requestId,
+    arrival: numberArrival(req),
     target: undefined,
     route: undefined,
     upstream: undefined,

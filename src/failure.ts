@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { classifyUpstreamError } from './classify.ts';
-import { settleUnreadBody } from './client/body.ts';
+import type { UnreadBodySettler } from './client/body.ts';
 import { markLastRequest } from './client/connection.ts';
 import { beginExchange, clientIsGone, exchangeOf, isResponse, type ClientSide, type Exchange } from './exchange.ts';
 import { describeCause, logProxyError, requestFields, type Logger } from './logging.ts';
@@ -19,6 +19,7 @@ export interface FailureSettings {
   logger: Logger;
   balancer: Balancer;
   observer: Observer;
+  settleUnreadBody: UnreadBodySettler;
   /** Sends the request again (to `exchange.upstream`), after `delayMs`. */
   replay: (req: IncomingMessage, res: ClientSide, delayMs: number) => void;
 }
@@ -28,7 +29,7 @@ export interface FailureSettings {
  * race caused it, else answer with the ProxyError, or abort when the client
  * already holds part of the upstream's response.
  */
-export function createFailureHandler({ config, logger, balancer, observer, replay }: FailureSettings): FailureHandler {
+export function createFailureHandler({ config, logger, balancer, observer, settleUnreadBody, replay }: FailureSettings): FailureHandler {
   /**
    * A connect failure sent nothing upstream: try another upstream of the
    * route, or wait out a startup grace. The body is still unread (the engine
@@ -89,8 +90,8 @@ export function createFailureHandler({ config, logger, balancer, observer, repla
       writeErrorResponseToSocket(client!, response);
       return;
     }
-    settleUnreadBody(req, client);
-    if (response.headers.connection === 'close') markLastRequest(req);
+    settleUnreadBody(req, client, exchange.arrival);
+    if (response.headers.connection === 'close') markLastRequest(req, exchange.arrival);
     if (config.onError === 'next' && exchange.next) {
       exchange.next(withResponseHeaders(error, response));
       return;

@@ -39,7 +39,7 @@ export function createForwarding({ config, logger, admit, engine, balancer, fail
       logger.debug('client closed request', requestFields(req, exchange));
       return true;
     }
-    if (comesAfterLastRequest(req)) {
+    if (comesAfterLastRequest(req, exchange.arrival)) {
       logger.debug('request after the last one on its connection; not forwarded', requestFields(req, exchange));
       return true;
     }
@@ -48,7 +48,7 @@ export function createForwarding({ config, logger, admit, engine, balancer, fail
 
   return {
     async http(req, res, exchange) {
-      if (!res.shouldKeepAlive) markLastRequest(req);
+      if (!res.shouldKeepAlive) markLastRequest(req, exchange.arrival);
       await admit(req, res, exchange, false);
       if (notToForward(req, res, exchange)) return;
       const limit = exchange.route!.bodyLimit ?? config.bodyLimit;

@@ -11,6 +11,7 @@ import { portHostRoutes } from './routes/port-host.ts';
 import { compileRoutes, type ProxyRequest, type RouteResolver, type Routes } from './routes/table.ts';
 import { compileTrust, type ForwardedMode, type TrustFunction, type TrustProxy } from './upstream/forwarded.ts';
 import type { MetricsOptions } from './observe/metrics.ts';
+import { resolveLingeringClose, type LingeringCloseOptions, type LingeringLimits } from './client/lingering-close.ts';
 import { parseGrace } from './routes/target.ts';
 import { DEFAULT_PASSIVE_HEALTH, type PassiveHealthOptions } from './upstream/balancer.ts';
 
@@ -94,6 +95,14 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   passiveHealth?: PassiveHealthOptions;
   /** Register the proxy's metrics in this prom-client Registry (prom-client is an optional peer dependency). */
   metrics?: MetricsOptions;
+  /**
+   * When the proxy answers early (413, 404, 429...) and closes while the
+   * client is still sending its body, it first reads and drops what the
+   * client sends, within these bounds, so the client reads the answer
+   * instead of a reset (nginx's lingering close). Default `{ time: 30000,
+   * timeout: 5000, bytes: '256mb' }`.
+   */
+  lingeringClose?: LingeringCloseOptions;
 }
 
 // `satisfies`: a timeout added to TimeoutOptions without a default here (or
@@ -125,6 +134,7 @@ export interface ResolvedOptions {
   startupGrace: number;
   passiveHealth: Required<PassiveHealthOptions>;
   metrics: MetricsOptions | undefined;
+  lingeringClose: LingeringLimits;
 }
 
 const KNOWN_OPTIONS = [
@@ -150,6 +160,7 @@ const KNOWN_OPTIONS = [
   'startupGrace',
   'passiveHealth',
   'metrics',
+  'lingeringClose',
 ] as const satisfies ReadonlyArray<keyof ProxyOptions>;
 true satisfies EveryKeyListed<ProxyOptions, (typeof KNOWN_OPTIONS)[number]>;
 
@@ -273,6 +284,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     startupGrace = 0,
     passiveHealth,
     metrics,
+    lingeringClose,
   } = options;
 
   const resolveRoute = resolveRoutes(routes);
@@ -316,5 +328,6 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     startupGrace: asOptionError(() => parseGrace(startupGrace, 'startupGrace')),
     passiveHealth: resolvePassiveHealth(passiveHealth),
     metrics: resolveMetrics(metrics),
+    lingeringClose: resolveLingeringClose(lingeringClose),
   };
 }

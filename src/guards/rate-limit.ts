@@ -21,8 +21,10 @@ interface RateLimitSharedOptions {
   windowMs?: number;
   /**
    * Default: the client IP through express-rate-limit's ipKeyGenerator (IPv6
-   * /56): Express's `req.ip`, which honours `trust proxy`; for a WebSocket
-   * upgrade, which never passes through Express, the socket's address.
+   * /56): Express's `req.ip`, which honours `trust proxy`. A WebSocket upgrade
+   * through `upgradeThrough` passes through Express and is keyed the same
+   * way; one taken by `proxy.upgrade`, outside Express, by the socket's address
+   * (or the `trustProxy` option's rule).
    */
   keyGenerator?: ValueOf<string>;
   /**

@@ -54,7 +54,7 @@ export function createShutdown(tracker: Tracker, agents: UpstreamAgents, logger:
 
       const settled = new Promise<void>((resolve) => {
         const check = () => {
-          if (tracker.exchanges.size === 0 && tracker.webSockets.size === 0) resolve();
+          if (tracker.exchanges.size === 0 && tracker.webSockets.size === 0 && tracker.lingering.size === 0) resolve();
         };
         tracker.onSettled = check;
         check();
@@ -68,7 +68,8 @@ export function createShutdown(tracker: Tracker, agents: UpstreamAgents, logger:
       if (result === 'deadline') {
         const requests = tracker.exchanges.size;
         const webSockets = tracker.webSockets.size;
-        logger.warn('shutdown deadline reached; aborting what is still in flight', { requests, webSockets, timeoutMs: timeout });
+        const lingering = tracker.lingering.size;
+        logger.warn('shutdown deadline reached; aborting what is still in flight', { requests, webSockets, lingering, timeoutMs: timeout });
         for (const res of tracker.exchanges) {
           res.destroy();
           res.req.socket.destroy();
@@ -77,6 +78,7 @@ export function createShutdown(tracker: Tracker, agents: UpstreamAgents, logger:
           client.destroy();
           upstream.destroy();
         }
+        for (const socket of tracker.lingering) socket.destroy();
       }
       if (agents.owned) {
         agents.http.destroy();

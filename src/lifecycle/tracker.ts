@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { InFlightResponses } from './in-flight.ts';
 
@@ -15,12 +16,14 @@ export interface Tracker {
   /** HTTP responses not yet closed (each knows its request as `res.req`). */
   exchanges: InFlightResponses;
   webSockets: Set<OpenWebSocket>;
+  /** Connections closing with a lingering close: answered, still reading what their client sends. */
+  lingering: Set<Socket>;
   /** Called whenever something in flight ends, so a drain can notice it is done. */
   onSettled: (() => void) | undefined;
 }
 
 export function createTracker(): Tracker {
-  return { draining: false, exchanges: new InFlightResponses(), webSockets: new Set(), onSettled: undefined };
+  return { draining: false, exchanges: new InFlightResponses(), webSockets: new Set(), lingering: new Set(), onSettled: undefined };
 }
 
 export function trackExchange(tracker: Tracker, res: ServerResponse): void {
@@ -43,4 +46,14 @@ export function trackWebSocket(tracker: Tracker, webSocket: OpenWebSocket, onClo
   };
   webSocket.client.once('close', close);
   webSocket.upstream.once('close', close);
+}
+
+/** A connection in a lingering close counts as in flight until it closes. */
+export function trackLingering(tracker: Tracker, socket: Socket): void {
+  if (tracker.lingering.has(socket)) return;
+  tracker.lingering.add(socket);
+  socket.once('close', () => {
+    tracker.lingering.delete(socket);
+    tracker.onSettled?.();
+  });
 }

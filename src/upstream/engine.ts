@@ -2,6 +2,7 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
+import type { UnreadBodySettler } from '../client/body.ts';
 import { UpstreamProtocolError } from '../errors.ts';
 import { exchangeOf, type Exchange } from '../exchange.ts';
 import type { FailureHandler } from '../failure.ts';
@@ -30,6 +31,7 @@ export interface EngineSettings {
   logger: Logger;
   rewrites: RewriteSettings;
   balancer: Balancer;
+  settleUnreadBody: UnreadBodySettler;
   fail: FailureHandler;
   /** A WebSocket is open: the client's socket and the upstream's. */
   onWebSocket: (req: IncomingMessage, exchange: Exchange, client: Duplex, upstream: Duplex) => void;
@@ -54,7 +56,7 @@ export function upstreamTarget(target: URL, path: string) {
   return { protocol: target.protocol, host: target.host, hostname, port: target.port, pathname };
 }
 
-export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, fail, onWebSocket }: EngineSettings): Engine {
+export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, onWebSocket }: EngineSettings): Engine {
   /**
    * This request's options for httpxy: routing and header decisions were made
    * in admission; here they are handed over with the connection pool and,
@@ -109,7 +111,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
   function takeOverResponse(proxyReq: ClientRequest, req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     const failHere = (err: unknown) => fail(err, req, res);
     proxyReq.removeAllListeners('response');
-    proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrites, fail: failHere }));
+    proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrites, settleUnreadBody, fail: failHere }));
     proxyReq.on('information', (info) => relayEarlyHints(info, req, res));
     // Node leaves a request hanging on a 101 it did not ask for unless someone listens.
     proxyReq.on('upgrade', (_proxyRes, socket) => {

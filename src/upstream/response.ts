@@ -1,5 +1,5 @@
 import type { ClientRequest, IncomingMessage, InformationEvent, ServerResponse } from 'node:http';
-import { settleUnreadBody } from '../client/body.ts';
+import type { UnreadBodySettler } from '../client/body.ts';
 import { UpstreamProtocolError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
@@ -83,6 +83,7 @@ export interface RelayContext {
   proxyReq: ClientRequest;
   /** Location and Set-Cookie rewriting. */
   rewrites: RewriteSettings;
+  settleUnreadBody: UnreadBodySettler;
   fail: (err: unknown) => void;
 }
 
@@ -133,7 +134,7 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     // The upstream answered before it read the whole body: the rest is unwanted,
     // and the upstream connection, with a request half sent, is done.
     if (!proxyReq.writableFinished) {
-      settleUnreadBody(req, res);
+      context.settleUnreadBody(req, res, exchange.arrival);
       proxyReq.destroy();
     }
     if (!exchange.clientHeadWritten && writeHead()) res.end();
