@@ -24,6 +24,8 @@ describe('classifyUpstreamError', () => {
     ['HPE_INVALID_CONSTANT', UpstreamProtocolError, 'http_protocol_error'],
     ['HPE_INVALID_STATUS', UpstreamProtocolError, 'http_protocol_error'],
     ['DEPTH_ZERO_SELF_SIGNED_CERT', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['SELF_SIGNED_CERT_IN_CHAIN', UpstreamUnreachableError, 'tls_certificate_error'],
     ['ERR_SSL_WRONG_VERSION_NUMBER', UpstreamUnreachableError, 'tls_protocol_error'],
     ['ETIMEDOUT', UpstreamTimeoutError, 'connection_timeout'],
     ['ERR_INVALID_CHAR', InternalProxyError, 'proxy_internal_error'],

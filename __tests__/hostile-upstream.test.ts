@@ -1,4 +1,6 @@
-import net from 'node:net';
+import net, { type Socket } from 'node:net';
+import { openRaw } from './helpers/raw-client.ts';
+import { listen, type Running } from './helpers/servers.ts';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
 import { captureLogs, type LogRecord } from './helpers/logs.ts';
 import {
@@ -319,6 +321,110 @@ describe.each(EXPRESS_VERSIONS)('a hostile upstream (%s)', (_name, express) => {
     expect(eventAt - headAt).toBeGreaterThan(200);
     expectNoErrorRecords(s.records);
     await expectAlive(s);
+  });
+});
+
+/**
+ * An upstream that answers as soon as it has a request's head, without
+ * waiting for the body (a 413, an auth refusal): everything after the head on
+ * a connection is only counted, never parsed.
+ */
+async function startEarlyAnswerUpstream(answer: string): Promise<Running & { heads: Array<{ connection: number; target: string }>; afterHead: number[]; closed: boolean[] }> {
+  const heads: Array<{ connection: number; target: string }> = [];
+  const afterHead: number[] = [];
+  const closed: boolean[] = [];
+  const server = net.createServer((socket: Socket) => {
+    const connection = afterHead.push(0) - 1;
+    closed.push(false);
+    socket.on('error', () => {});
+    socket.once('close', () => (closed[connection] = true));
+    let head = Buffer.alloc(0);
+    let headDone = false;
+    socket.on('data', (chunk: Buffer) => {
+      if (headDone) {
+        afterHead[connection]! += chunk.length;
+        return;
+      }
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      headDone = true;
+      afterHead[connection]! += head.length - end - 4;
+      heads.push({ connection, target: head.subarray(0, end).toString('latin1').split(' ')[1]! });
+      socket.write(answer);
+    });
+  });
+  return Object.assign(await listen(server), { heads, afterHead, closed });
+}
+
+describe.each(EXPRESS_VERSIONS)('an upstream that answers before it has read the request body (%s)', (_name, express) => {
+  const EARLY = 'HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 17\r\n\r\nupload refused :(';
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it('a large body still coming: the answer reaches the client intact, then both connections close, and nothing more goes upstream', async () => {
+    const upstream = await startEarlyAnswerUpstream(EARLY);
+    const { logger, records } = captureLogs('info');
+    const proxy = await startProxyApp(express, { routes: { [HOST]: upstream.url }, logger });
+    const connection = await openRaw(proxy.port);
+    try {
+      await connection.write(`POST ${PREFIX}/upload HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 10000000\r\n\r\n${'x'.repeat(1024)}`);
+      expect(await connection.waitForResponses(1, 1_000)).toBe(true);
+      const [response] = connection.responses();
+      expect(response!.statusLine).toBe('HTTP/1.1 413 Payload Too Large');
+      expect(response!.headers['content-type']).toBe('text/plain');
+      expect(String(response!.body)).toBe('upload refused :(');
+      // The rest of a 10 MB body will not be read: the connection ends after the answer.
+      expect(await connection.waitForClose(1_000)).toBe(true);
+      // The upstream connection carries a request half sent: it is closed, not pooled.
+      const deadline = performance.now() + 1_000;
+      while (!upstream.closed[0] && performance.now() < deadline) await sleep(10);
+      expect(upstream.closed).toEqual([true]);
+      // What the client sends after the answer never reaches the upstream.
+      await connection.write('y'.repeat(64 * 1024));
+      await connection.write(`GET ${PREFIX}/after HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+      await sleep(100);
+      expect(upstream.heads).toEqual([{ connection: 0, target: '/upload' }]);
+      expect(upstream.afterHead[0]).toBeLessThanOrEqual(1024);
+      expect(connection.responses()).toHaveLength(1);
+      expect(records.filter((r) => r.level === 'warn' || r.level === 'error')).toEqual([]);
+    } finally {
+      connection.destroy();
+      await proxy.close();
+      await upstream.close();
+    }
+  });
+
+  it('the rest of a small declared body, sent after the answer, is read and dropped, and the next request on the connection is served', async () => {
+    const upstream = await startEarlyAnswerUpstream(EARLY);
+    const { logger } = captureLogs('info');
+    const proxy = await startProxyApp(express, { routes: { [HOST]: upstream.url }, logger });
+    const connection = await openRaw(proxy.port);
+    try {
+      // Twenty bytes that look like a request: they must be read as body, never parsed.
+      const body = 'GET /ab HTTP/1.1\r\n\r\n';
+      expect(body).toHaveLength(20);
+      // Node's client sends the upstream request's head with its first body byte: send ten.
+      await connection.write(`POST ${PREFIX}/upload HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 20\r\n\r\n${body.slice(0, 10)}`);
+      expect(await connection.waitForResponses(1, 1_000)).toBe(true);
+      expect(String(connection.responses()[0]!.body)).toBe('upload refused :(');
+      await connection.write(body.slice(10));
+      await connection.write(`GET ${PREFIX}/second HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+      expect(await connection.waitForResponses(2, 1_000)).toBe(true);
+      expect(connection.responses().map((r) => r.status)).toEqual([413, 413]);
+      expect(connection.closedByServer()).toBe(false);
+      // /second went on a fresh upstream connection: the first, its request half sent, was closed.
+      expect(upstream.heads).toEqual([
+        { connection: 0, target: '/upload' },
+        { connection: 1, target: '/second' },
+      ]);
+      expect(upstream.closed[0]).toBe(true);
+      // Only the ten bytes sent before the answer reached the upstream.
+      expect(upstream.afterHead).toEqual([10, 0]);
+    } finally {
+      connection.destroy();
+      await proxy.close();
+      await upstream.close();
+    }
   });
 });
 

@@ -222,6 +222,10 @@ describe.each(EXPRESS_VERSIONS)('honest-proxy inside a real app (%s)', (_name, e
       if (encoding === 'gzip') await new Promise<void>((resolve) => gunzip.end(resolve));
       expect(reply.status).toBe(200);
       expect(reply.headers['content-type']).toBe('text/event-stream');
+      // compression() did apply: the stream on the wire is gzip, and only decodes to the events as a whole.
+      expect(encoding).toBe('gzip');
+      expect(reply.body.subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+      expect(gunzipSync(reply.body).toString('utf8')).toBe(decoded);
       expect(decoded).toBe('id: 1\ndata: event 1\n\nid: 2\ndata: event 2\n\nid: 3\ndata: event 3\n\n');
       expect(upstream.sseWrites).toHaveLength(3);
       const firstSeen = arrivals.find((a) => a.text.includes('data: event 1\n\n'))!;

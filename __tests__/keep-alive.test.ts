@@ -57,13 +57,31 @@ describe.each(EXPRESS_VERSIONS)('a stale pooled connection (%s)', (_name, expres
     }
   });
 
+  it('never replays a bodyless POST without an Idempotency-Key either: 502, seen by the upstream once', async () => {
+    const { upstream, proxy, close } = await setup(resetSecondOnConnection);
+    try {
+      await request(proxy.server).get(`${PREFIX}/warm`).set('Host', HOST);
+      const res = await request(proxy.server).post(`${PREFIX}/order`).set('Host', HOST);
+      expect(res.status).toBe(502);
+      expect(res.headers['proxy-status']).toBe('proxy; error=connection_terminated');
+      expect(upstream.seen.filter((e) => e.method === 'POST').map((e) => [e.path, e.connection, e.onConnection])).toEqual([['/order', 1, 2]]);
+      expect(records[0]).toMatchObject({ level: 'warn', code: 'UPSTREAM_UNREACHABLE', proxyStatus: 'connection_terminated' });
+    } finally {
+      await close();
+    }
+  });
+
   it('replays a bodyless POST that carries an Idempotency-Key', async () => {
     const { upstream, proxy, close } = await setup(resetSecondOnConnection);
     try {
       await request(proxy.server).get(`${PREFIX}/warm`).set('Host', HOST);
       const res = await request(proxy.server).post(`${PREFIX}/charge`).set('Host', HOST).set('Idempotency-Key', 'k-1');
       expect(res.status).toBe(200);
-      expect(upstream.seen.filter((e) => e.method === 'POST')).toHaveLength(2);
+      expect(res.text).toBe('POST /charge #1');
+      expect(upstream.seen.filter((e) => e.method === 'POST').map((e) => [e.path, e.connection, e.onConnection])).toEqual([
+        ['/charge', 1, 2],
+        ['/charge', 2, 1],
+      ]);
     } finally {
       await close();
     }

@@ -7,6 +7,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { createProxy, type HonestProxy, type ProxyOptions } from '../src/index.ts';
 import type { ShutdownChildMessage } from './fixtures/shutdown/proxy-child.ts';
 import { captureLogs } from './helpers/logs.ts';
+import { openRaw } from './helpers/raw-client.ts';
 import { listen, type Running } from './helpers/servers.ts';
 
 const HOST = 'app.localhost';
@@ -138,7 +139,7 @@ describe('shutdown of a proxy in its own process (SIGTERM)', () => {
 
     // 3. A slow chunked upload the upstream is reading.
     let uploadTimer: NodeJS.Timeout | undefined;
-    const uploadSettled = new Promise<{ kind: 'answered'; status: number } | { kind: 'cut'; error: string }>((resolve) => {
+    const uploadSettled = new Promise<{ kind: 'answered'; status: number } | { kind: 'cut'; error: string; at: number }>((resolve) => {
       const req = http.request(
         { host: '127.0.0.1', port, path: '/preview/upload', method: 'POST', agent: false, headers: { host: HOST, 'transfer-encoding': 'chunked' } },
         (res) => {
@@ -147,7 +148,7 @@ describe('shutdown of a proxy in its own process (SIGTERM)', () => {
           res.once('close', () => resolve({ kind: 'answered', status: res.statusCode! }));
         },
       );
-      req.on('error', (err: NodeJS.ErrnoException) => resolve({ kind: 'cut', error: err.code ?? err.message }));
+      req.on('error', (err: NodeJS.ErrnoException) => resolve({ kind: 'cut', error: err.code ?? err.message, at: performance.now() }));
       req.on('close', () => clearInterval(uploadTimer));
       req.write('x'.repeat(64));
       uploadTimer = setInterval(() => {
@@ -188,8 +189,11 @@ describe('shutdown of a proxy in its own process (SIGTERM)', () => {
       expect(sse.complete).toBe(false);
       expect(sse.at - sigtermAt).toBeLessThan(3_000);
 
+      // The upload never ends, so the upstream (which answers at its end) never
+      // answers and no response head exists: the deadline (1.5 s) can only cut it.
       const upload = await within(uploadSettled, 1_000, 'upload outcome');
-      expect(['answered', 'cut']).toContain(upload.kind);
+      expect(upload.kind).toBe('cut');
+      expect(upload.kind === 'cut' && upload.at - sigtermAt).toBeGreaterThanOrEqual(1_400);
 
       // The deadline was reached (SSE never ends): one warning saying so.
       const warns = stderr
@@ -260,9 +264,13 @@ describe('close() in process', () => {
 
   it('refuses new requests with 503 while an in-flight one finishes, and resolves once it has', async () => {
     const { port, proxy } = await front({ timeouts: { response: 10_000 } });
-    const arrived = new Promise<void>((resolve) => (onRequest = () => resolve()));
+    let arrivals = 0;
+    const arrived = new Promise<void>((resolve) => (onRequest = () => ++arrivals === 2 && resolve()));
     const inFlight = request(port, '/preview/slow');
-    await within(arrived, 2_000, 'slow request at the upstream');
+    // A second one on a connection that asks to be kept alive (Node's client above asks for close).
+    const kept = await openRaw(port);
+    await kept.write(`GET /preview/slow HTTP/1.1\r\nHost: ${HOST}\r\nConnection: keep-alive\r\n\r\n`);
+    await within(arrived, 2_000, 'slow requests at the upstream');
 
     const closeStarted = performance.now();
     let closedAt: number | undefined;
@@ -278,6 +286,12 @@ describe('close() in process', () => {
     const finished = await within(inFlight, 2_000, 'in-flight request');
     expect(finished.status).toBe(200);
     expect(finished.body).toBe('slow body, all of it');
+    // A response not begun when the drain started is its connection's last.
+    expect(await kept.waitForResponses(1, 2_000)).toBe(true);
+    const [keptAnswer] = kept.responses();
+    expect([keptAnswer!.status, keptAnswer!.headers.connection, String(keptAnswer!.body)]).toEqual([200, 'close', 'slow body, all of it']);
+    expect(await kept.waitForClose(500)).toBe(true);
+    kept.destroy();
 
     await within(closing, 2_500, 'close()');
     expect(closedAt).toBeDefined();

@@ -4,6 +4,7 @@ import { Registry, register as globalRegistry } from 'prom-client';
 import { WebSocket, WebSocketServer } from 'ws';
 import { createProxy, type ErrorMessage, type HonestProxy, type ProxyOptions, type RequestStartMessage, type ResponseMessage, type WebSocketMessage } from '../src/index.ts';
 import { captureLogs } from './helpers/logs.ts';
+import { realProcess } from './helpers/real-process.ts';
 import { closedPort, listen, type Running } from './helpers/servers.ts';
 
 interface Answer {
@@ -78,6 +79,8 @@ describe('observability', () => {
       // A real app echoes the request id it was given, so a client can see it.
       const id = req.headers['x-request-id'];
       if (typeof id === 'string') res.setHeader('x-request-id', id);
+      // Never answers: its client gives up first.
+      if (req.url === '/hang') return;
       if (req.url === '/missing') {
         res.statusCode = 404;
         res.end('no such page');
@@ -130,38 +133,52 @@ describe('observability', () => {
       await settle(async () => durationCount(await registry.metrics()) === 6);
       const text = await registry.metrics();
 
-      expect(valueOf(text, 'honest_proxy_requests_total', { status: '200', code: 'upstream' })).toBe(3);
-      expect(valueOf(text, 'honest_proxy_requests_total', { status: '404', code: 'upstream' })).toBe(1);
-      expect(valueOf(text, 'honest_proxy_requests_total', { status: '404', code: 'ROUTE_NOT_FOUND' })).toBe(1);
-      expect(valueOf(text, 'honest_proxy_requests_total', { status: '502', code: 'UPSTREAM_UNREACHABLE' })).toBe(1);
+      expect(valueOf(text, 'honest_proxy_requests_total', { proxy: 'default', status: '200', code: 'upstream' })).toBe(3);
+      expect(valueOf(text, 'honest_proxy_requests_total', { proxy: 'default', status: '404', code: 'upstream' })).toBe(1);
+      expect(valueOf(text, 'honest_proxy_requests_total', { proxy: 'default', status: '404', code: 'ROUTE_NOT_FOUND' })).toBe(1);
+      expect(valueOf(text, 'honest_proxy_requests_total', { proxy: 'default', status: '502', code: 'UPSTREAM_UNREACHABLE' })).toBe(1);
       expect(samplesOf(text, 'honest_proxy_requests_total').reduce((sum, s) => sum + s.value, 0)).toBe(6);
       expect(durationCount(text)).toBe(6);
-      expect(valueOf(text, 'honest_proxy_in_flight')).toBe(0);
-      expect(valueOf(text, 'honest_proxy_websockets_open')).toBe(0);
+      expect(valueOf(text, 'honest_proxy_in_flight', { proxy: 'default' })).toBe(0);
+      expect(valueOf(text, 'honest_proxy_websockets_open', { proxy: 'default' })).toBe(0);
 
       const ws = await openWebSocket(port, 'app.localhost');
       clients.push(ws);
       const echoed = new Promise<string>((resolve) => ws.once('message', (data) => resolve(String(data))));
       ws.send('hi');
       expect(await echoed).toBe('hi');
-      expect(valueOf(await registry.metrics(), 'honest_proxy_websockets_open')).toBe(1);
+      expect(valueOf(await registry.metrics(), 'honest_proxy_websockets_open', { proxy: 'default' })).toBe(1);
 
       const closed = new Promise<number>((resolve) => ws.once('close', resolve));
       ws.close(1000);
       expect(await closed).toBe(1000);
-      await settle(async () => valueOf(await registry.metrics(), 'honest_proxy_websockets_open') === 0);
+      await settle(async () => valueOf(await registry.metrics(), 'honest_proxy_websockets_open', { proxy: 'default' }) === 0);
       const after = await registry.metrics();
-      expect(valueOf(after, 'honest_proxy_websockets_open')).toBe(0);
+      expect(valueOf(after, 'honest_proxy_websockets_open', { proxy: 'default' })).toBe(0);
       // A WebSocket is not an HTTP request: the request counts stay as they were.
       expect(durationCount(after)).toBe(6);
     });
 
     it('a proxy without metrics answers, and registers nothing anywhere', async () => {
+      // Another proxy's registry, watched: a proxy without metrics must not count into it.
+      const watched = new Registry();
+      await front({ metrics: { registry: watched } });
+      // Nor hook into the process (signals, exit, errors) or listen on its own channels.
+      const processEvents = ['SIGTERM', 'SIGINT', 'exit', 'beforeExit', 'uncaughtException', 'unhandledRejection', 'warning'] as const;
+      // Both: the real process, and jest's copy that code loaded in this file sees as `process`.
+      const processListeners = () => processEvents.map((event) => [event, realProcess.listenerCount(event), process.listenerCount(event)]);
+      const channelNames = ['honest-proxy:request:start', 'honest-proxy:response', 'honest-proxy:error', 'honest-proxy:websocket:open', 'honest-proxy:websocket:close'];
+      const before = processListeners();
       const port = await front();
       const answer = await send(port, 'app.localhost', '/plain');
       expect(answer.status).toBe(200);
       expect(answer.body).toBe('ok /plain');
+      await sleep(20);
       expect(await globalRegistry.metrics()).not.toContain('honest_proxy_');
+      expect(samplesOf(await watched.metrics(), 'honest_proxy_requests_total')).toEqual([]);
+      expect(valueOf(await watched.metrics(), 'honest_proxy_in_flight', { proxy: 'default' })).toBe(0);
+      expect(processListeners()).toEqual(before);
+      expect(channelNames.filter((name) => diagnostics.hasSubscribers(name))).toEqual([]);
     });
   });
 
@@ -248,6 +265,28 @@ describe('observability', () => {
       expect(seen.wsClose[0]!.socket).toBe(seen.wsOpen[0]!.socket);
       // The upgrade is not an HTTP request on these channels.
       expect(seen.start).toHaveLength(2);
+    });
+
+    it("a client that leaves before anyone answered is nginx's 499 client_closed, in metrics and on the response channel, and no error", async () => {
+      const registry = new Registry();
+      const port = await front({ metrics: { registry } });
+      const responsesBefore = seen.response.length;
+      const errorsBefore = seen.error.length;
+      const gone = await new Promise<string>((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port, path: '/hang', agent: false, headers: { host: 'app.localhost' } });
+        req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+        setTimeout(() => req.destroy(), 100);
+      });
+      expect(gone).toBe('ECONNRESET');
+      await settle(() => seen.response.length > responsesBefore);
+      const text = await registry.metrics();
+      expect(samplesOf(text, 'honest_proxy_requests_total')).toEqual([{ labels: { proxy: 'default', status: '499', code: 'client_closed' }, value: 1 }]);
+      expect(valueOf(text, 'honest_proxy_request_duration_seconds_count', { proxy: 'default', code: 'client_closed' })).toBe(1);
+      expect(valueOf(text, 'honest_proxy_in_flight', { proxy: 'default' })).toBe(0);
+      const published = seen.response.slice(responsesBefore);
+      expect(published.map((m) => [m.statusCode, m.code, m.req.url])).toEqual([[499, 'client_closed', '/hang']]);
+      expect(published[0]!.durationMs).toBeGreaterThanOrEqual(90);
+      expect(seen.error.length).toBe(errorsBefore);
     });
   });
 });

@@ -2,6 +2,7 @@ import http from 'node:http';
 import request from 'supertest';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
+import { sendRaw, startScriptedUpstream, type ScriptedUpstream } from './helpers/scripted-upstream.ts';
 import { startUpstream, type Upstream } from './helpers/servers.ts';
 
 const HOST = 'app.localhost';
@@ -190,5 +191,59 @@ describe.each(EXPRESS_VERSIONS)('pass-through (%s)', (_name, express) => {
     expect(res.headers['keep-alive']).toBeUndefined();
     expect(res.headers['x-private']).toBeUndefined();
     expect(res.text).toBe('hop');
+  });
+});
+
+describe.each(EXPRESS_VERSIONS)("the upstream response's hop-by-hop fields, on the wire (%s)", (_name, express) => {
+  let upstream: ScriptedUpstream;
+  let proxy: ProxyApp;
+  const { logger } = captureLogs();
+  // Each of src/upstream/hop-by-hop.ts's fixed list, none of them named in a Connection field.
+  const HOP_BY_HOP_ALONE =
+    'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=5, max=100\r\nProxy-Connection: keep-alive\r\n' +
+    'Proxy-Authorization: Basic cHJveHk6c2VjcmV0\r\nTE: trailers\r\nTrailer: X-Checksum\r\nUpgrade: h2c\r\nX-App: yes\r\n' +
+    'Transfer-Encoding: chunked\r\nX-Last: kept\r\n\r\n3\r\nhop\r\n0\r\nX-Checksum: abc\r\n\r\n';
+
+  beforeAll(async () => {
+    upstream = await startScriptedUpstream((request) => {
+      if (request.target === '/alone') return [HOP_BY_HOP_ALONE];
+      // An upstream that closes its own connection: that says nothing about the client's.
+      return ['HTTP/1.1 200 OK\r\nConnection: close\r\nProxy-Connection: close\r\nContent-Length: 5\r\nX-App: yes\r\n\r\nclose', { close: 'end' }];
+    });
+    proxy = await startProxyApp(express, { routes: { [HOST]: upstream.url }, logger });
+  });
+  afterAll(async () => {
+    await proxy.close();
+    await upstream.close();
+  });
+
+  it('removes every field of the fixed list (Keep-Alive, Proxy-Connection, Proxy-Authorization, TE, Trailer, Upgrade, Transfer-Encoding) and nothing else', async () => {
+    const ex = await sendRaw(proxy.port, `GET ${PREFIX}/alone HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
+    expect(ex.final?.status).toBe(200);
+    expect(ex.final?.complete).toBe(true);
+    expect(ex.final?.body.toString('latin1')).toBe('hop');
+    // The upstream's end-to-end fields in their order; the rest is this hop's own framing and date.
+    expect(ex.final!.headers.filter(([name]) => name !== 'date')).toEqual([
+      ['content-type', 'text/plain'],
+      ['x-app', 'yes'],
+      ['x-last', 'kept'],
+      ['connection', 'close'],
+      ['transfer-encoding', 'chunked'],
+    ]);
+    // The upstream's trailer belonged to its framing, like the Trailer field that announced it.
+    expect(ex.text).not.toContain('X-Checksum');
+  });
+
+  it("an upstream's Connection: close and Proxy-Connection close only the upstream connection: the client's stays open", async () => {
+    const ex = await sendRaw(proxy.port, `GET ${PREFIX}/closes HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { timeoutMs: 1_000, lingerMs: 200 });
+    expect(ex.final?.status).toBe(200);
+    expect(ex.final?.body.toString('latin1')).toBe('close');
+    expect(ex.final!.headers.filter(([name]) => name !== 'date')).toEqual([
+      ['content-length', '5'],
+      ['x-app', 'yes'],
+      ['connection', 'keep-alive'],
+      ['keep-alive', 'timeout=5'],
+    ]);
+    expect(ex.closed).toBe(false);
   });
 });

@@ -5,6 +5,7 @@ import { Registry } from 'prom-client';
 import { createProxy, type HonestProxy, type ProxyOptions } from '../src/index.ts';
 import { EXPRESS_VERSIONS, PREFIX } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
+import { collectWarnings, listenerLeaks } from './helpers/real-process.ts';
 import { closedPort, listen, startUpstream, type Running, type Upstream } from './helpers/servers.ts';
 
 type ExpressFactory = (typeof EXPRESS_VERSIONS)[number][1];
@@ -116,6 +117,52 @@ describe.each(EXPRESS_VERSIONS)('startupGrace (%s)', (_name, express) => {
   });
 });
 
+describe('startupGrace retries leave no listeners behind', () => {
+  const [, express5] = EXPRESS_VERSIONS[0]!;
+
+  it('a request retried 6+ times ends with the same close/error listeners on res and req as one that went through at once', async () => {
+    const collected = collectWarnings();
+    try {
+      const { logger, records } = captureLogs('debug');
+      const up = await startUpstream(named('up'));
+      servers.push(up);
+      const port = await closedPort();
+      const proxy = createProxy({ routes: { 'up.localhost': up.url, [HOST]: `http://127.0.0.1:${port}` }, startupGrace: 5_000, logger });
+      // What each request carries once the proxy has answered it.
+      const counts = new Map<string, { resClose: number; resError: number; reqError: number }>();
+      const app = express5();
+      app.use(PREFIX, (req, res, next) => {
+        const path = req.url;
+        res.once('finish', () =>
+          counts.set(path, { resClose: res.listenerCount('close'), resError: res.listenerCount('error'), reqError: req.listenerCount('error') }),
+        );
+        next();
+      });
+      app.use(PREFIX, proxy);
+      const running = await listen(http.createServer(app));
+      fronts.push({ running, proxy });
+
+      const direct = await send(running.port, 'up.localhost', `${PREFIX}/direct`);
+      expect(String(direct.body)).toBe('up');
+      // Tries at 0, 100, 300, 700, 1500 and 2500 ms fail; the one at 3500 ms finds the upstream.
+      const waiting = send(running.port, HOST, `${PREFIX}/waited`);
+      await sleep(2_700);
+      const late = await upstreamOnPort(port, 'late');
+      servers.push(late);
+      const waited = await waiting;
+      expect(waited.status).toBe(200);
+      expect(String(waited.body)).toBe('late');
+
+      const retries = records.filter((r) => r.message === 'upstream connect failed; trying again' && r.path === `${PREFIX}/waited`);
+      expect(retries.length).toBeGreaterThanOrEqual(6);
+      expect(counts.get('/waited')).toEqual(counts.get('/direct'));
+      expect(listenerLeaks(collected.warnings)).toEqual([]);
+    } finally {
+      collected.stop();
+    }
+  });
+});
+
 describe('startupGrace limits', () => {
   const [, express5] = EXPRESS_VERSIONS[0]!;
 
@@ -133,10 +180,20 @@ describe('startupGrace limits', () => {
     const proxyPort = await front(express5, { routes: { [HOST]: `http://127.0.0.1:${port}` }, startupGrace: 500, logger: captureLogs('info').logger });
     const answer = await send(proxyPort, HOST, `${PREFIX}/x`);
     expect(answer.status).toBe(502);
-    expect(answer.headers['retry-after']).toBeDefined();
+    // Whole seconds (RFC 9110 10.2.3), never less than 1.
+    expect(answer.headers['retry-after']).toBe('1');
     expect(answer.headers['proxy-status']).toBe('proxy; error=connection_refused');
     expect(answer.elapsedMs).toBeGreaterThanOrEqual(400);
     expect(answer.elapsedMs).toBeLessThan(1_500);
+  });
+
+  it('the Retry-After after a startup grace is the grace in seconds, rounded up (1 200 ms: 2)', async () => {
+    const port = await closedPort();
+    const proxyPort = await front(express5, { routes: { [HOST]: `http://127.0.0.1:${port}` }, startupGrace: 1_200, logger: captureLogs('info').logger });
+    const answer = await send(proxyPort, HOST, `${PREFIX}/x`);
+    expect(answer.status).toBe(502);
+    expect(answer.headers['retry-after']).toBe('2');
+    expect(answer.headers['proxy-status']).toBe('proxy; error=connection_refused');
   });
 
   it('a per-route { target, startupGrace } waits the same way (GET and POST), and gives up the same way', async () => {
@@ -161,7 +218,7 @@ describe('startupGrace limits', () => {
     expect([got.status, posted.status]).toEqual([200, 200]);
     expect(late.seen.find((r) => r.method === 'POST')?.body.equals(body)).toBe(true);
     expect(refused.status).toBe(502);
-    expect(refused.headers['retry-after']).toBeDefined();
+    expect(refused.headers['retry-after']).toBe('1');
     expect(refused.headers['proxy-status']).toBe('proxy; error=connection_refused');
     expect(refused.elapsedMs).toBeGreaterThanOrEqual(400);
     expect(refused.elapsedMs).toBeLessThan(1_500);
@@ -238,7 +295,7 @@ describe('several upstreams per route', () => {
     expect(a.seen.filter((r) => r.url.startsWith('/get-'))).toHaveLength(40);
 
     const ejections = samples(await registry.metrics(), 'honest_proxy_upstream_ejections_total');
-    expect(ejections).toEqual([{ labels: `{upstream="${b.url}"}`, value: 1 }]);
+    expect(ejections).toEqual([{ labels: `{proxy="default",upstream="${b.url}"}`, value: 1 }]);
     const warns = records.filter((r) => r.level === 'warn' && r.message.startsWith('upstream taken out of rotation'));
     expect(warns).toHaveLength(1);
     expect(warns[0]).toMatchObject({ upstream: b.url, forMs: 10_000 });
@@ -253,11 +310,28 @@ describe('several upstreams per route', () => {
     });
     const first = await send(proxyPort, 'down.localhost', `${PREFIX}/x`);
     const second = await send(proxyPort, 'down.localhost', `${PREFIX}/x`);
-    const seen = [first, second].map((answer) => ({ status: answer.status, retryAfter: answer.headers['retry-after'] !== undefined }));
+    // Both out for the default failTimeout (10 s): the first comes back in 10 s.
+    const seen = [first, second].map((answer) => ({ status: answer.status, retryAfter: answer.headers['retry-after'], proxyStatus: answer.headers['proxy-status'] }));
     expect(seen).toEqual([
-      { status: 502, retryAfter: true },
-      { status: 502, retryAfter: true },
+      { status: 502, retryAfter: '10', proxyStatus: 'proxy; error=destination_unavailable' },
+      { status: 502, retryAfter: '10', proxyStatus: 'proxy; error=destination_unavailable' },
     ]);
+  });
+
+  it('with every upstream out, Retry-After is the seconds until the first comes back (failTimeout 7 s, then 4 s)', async () => {
+    const [p1, p2] = [await closedPort(), await closedPort()];
+    const [, express5] = EXPRESS_VERSIONS[0]!;
+    const proxyPort = await front(express5, {
+      routes: { 'down.localhost': [`http://127.0.0.1:${p1}`, `http://127.0.0.1:${p2}`] },
+      passiveHealth: { failTimeout: 7_000 },
+      logger: captureLogs('info').logger,
+    });
+    const first = await send(proxyPort, 'down.localhost', `${PREFIX}/x`);
+    expect([first.status, first.headers['retry-after']]).toEqual([502, '7']);
+    await sleep(3_100);
+    // Both are still out; the first is back 7 s after it went out: in 4 s, rounded up.
+    const later = await send(proxyPort, 'down.localhost', `${PREFIX}/x`);
+    expect([later.status, later.headers['retry-after']]).toEqual([502, '4']);
   });
 
   it.each(EXPRESS_VERSIONS)('a route object { target: [A, B] } balances and fails over too (%s)', async (_name, express) => {

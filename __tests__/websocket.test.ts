@@ -211,14 +211,154 @@ describe('WebSocket upgrades', () => {
     }
   });
 
-  it('closes the client when the upstream goes away after the upgrade', async () => {
+  it('closes the client when the upstream goes away after the upgrade: 1006, no close frame, at once', async () => {
     const port = await front();
     const ws = await connect(port, 'ws.localhost');
     if (isRefused(ws)) throw new Error(`refused: ${ws.status}`);
     await nextMessage(ws);
-    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    const closed = new Promise<{ code: number; reason: string; at: number }>((resolve) =>
+      ws.once('close', (code, reason) => resolve({ code, reason: String(reason), at: performance.now() })),
+    );
+    const terminatedAt = performance.now();
+    // A TCP close with no close frame: all the proxy can pass on is the close.
     for (const socket of wss.clients) socket.terminate();
-    await closed;
-    expect(ws.readyState).toBe(WebSocket.CLOSED);
+    const seen = await closed;
+    expect({ code: seen.code, reason: seen.reason }).toEqual({ code: 1006, reason: '' });
+    expect(seen.at - terminatedAt).toBeLessThan(500);
+  });
+
+  it("relays each side's close frame, code and reason, to the other", async () => {
+    const port = await front();
+    const upstreamCloses: Array<{ code: number; reason: string }> = [];
+    const upstreamSides = new Map<string, WebSocket>();
+    const onConnection = (socket: WebSocket, req: http.IncomingMessage) => {
+      upstreamSides.set(req.url!, socket);
+      socket.once('close', (code, reason) => upstreamCloses.push({ code, reason: String(reason) }));
+    };
+    wss.on('connection', onConnection);
+    try {
+      // The upstream closes: the client sees its code and reason.
+      const first = await connect(port, 'ws.localhost', '/upstream-closes');
+      if (isRefused(first)) throw new Error(`refused: ${first.status}`);
+      await nextMessage(first);
+      const firstClosed = new Promise<{ code: number; reason: string }>((resolve) => first.once('close', (code, reason) => resolve({ code, reason: String(reason) })));
+      upstreamSides.get('/upstream-closes')!.close(4000, 'upstream says bye');
+      expect(await firstClosed).toEqual({ code: 4000, reason: 'upstream says bye' });
+
+      // The client closes: the upstream sees its code and reason.
+      upstreamCloses.length = 0;
+      const second = await connect(port, 'ws.localhost', '/client-closes');
+      if (isRefused(second)) throw new Error(`refused: ${second.status}`);
+      await nextMessage(second);
+      second.close(4001, 'client says bye');
+      const deadline = performance.now() + 1_000;
+      while (!upstreamCloses.some((c) => c.code === 4001) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(upstreamCloses).toContainEqual({ code: 4001, reason: 'client says bye' });
+    } finally {
+      wss.off('connection', onConnection);
+    }
+  });
+});
+
+/** A WebSocket echo server on a port chosen in advance (an app that boots late); greets with its name. */
+async function webSocketServerOn(port: number, name: string): Promise<{ close(): Promise<void>; upgrades: () => number }> {
+  const server = http.createServer((_req, res) => res.end('plain http'));
+  const wss = new WebSocketServer({ server });
+  let upgrades = 0;
+  wss.on('connection', (socket) => {
+    upgrades++;
+    socket.send(`hello from ${name}`);
+    socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }));
+  });
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  return {
+    upgrades: () => upgrades,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const client of wss.clients) client.terminate();
+        wss.close();
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('WebSocket upgrades that must find a connectable upstream first', () => {
+  const cleanups: Array<() => Promise<void> | void> = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  });
+
+  async function wsFront(options: ProxyOptions): Promise<number> {
+    const proxy = createProxy(options);
+    const server = http.createServer((req, res) => proxy(req, res));
+    server.on('upgrade', (req, socket, head) => proxy.upgrade(req, socket, head));
+    const running = await listen(server);
+    cleanups.push(async () => {
+      await proxy.close({ timeout: 100 });
+      await running.close();
+    });
+    return running.port;
+  }
+
+  it('with startupGrace, holds the handshake until an upstream that boots 600 ms late listens, then carries frames', async () => {
+    const { logger, records } = captureLogs('info');
+    const port = await closedPort();
+    const proxyPort = await wsFront({ routes: { 'late.localhost': `http://127.0.0.1:${port}` }, startupGrace: 3_000, logger });
+    const started = performance.now();
+    const opening = connect(proxyPort, 'late.localhost', '/hmr');
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const late = await webSocketServerOn(port, 'late');
+    cleanups.push(() => late.close());
+    const ws = await opening;
+    if (isRefused(ws)) throw new Error(`refused: ${ws.status} ${ws.headers['proxy-status']}`);
+    cleanups.push(() => ws.terminate());
+    expect(performance.now() - started).toBeGreaterThanOrEqual(550);
+    expect(await nextMessage(ws)).toBe('hello from late');
+    ws.send('ping');
+    expect(await nextMessage(ws)).toBe('ping');
+    // The handshake was sent once, to the upstream that was up.
+    expect(late.upgrades()).toBe(1);
+    expect(records.filter((r) => r.level === 'warn' || r.level === 'error')).toEqual([]);
+  });
+
+  it('with startupGrace and an upstream that never comes: an HTTP 502 with Retry-After on the socket', async () => {
+    const port = await closedPort();
+    const proxyPort = await wsFront({ routes: { 'never.localhost': `http://127.0.0.1:${port}` }, startupGrace: 500, logger: captureLogs('info').logger });
+    const started = performance.now();
+    const refused = await connect(proxyPort, 'never.localhost', '/hmr');
+    if (!isRefused(refused)) throw new Error('nothing listens: the upgrade cannot succeed');
+    expect(performance.now() - started).toBeGreaterThanOrEqual(400);
+    expect(refused.status).toBe(502);
+    expect(refused.headers['proxy-status']).toBe('proxy; error=connection_refused');
+    expect(refused.headers['retry-after']).toBe('1');
+  });
+
+  it('with two upstreams where the first refuses: the upgrade goes to the second, and the first is skipped after', async () => {
+    const { logger, records } = captureLogs('info');
+    const down = await closedPort();
+    const livePort = await closedPort();
+    const live = await webSocketServerOn(livePort, 'B');
+    cleanups.push(() => live.close());
+    const proxyPort = await wsFront({ routes: { 'lb.localhost': [`http://127.0.0.1:${down}`, `http://127.0.0.1:${livePort}`] }, logger });
+    const opened: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const ws = await connect(proxyPort, 'lb.localhost', `/ws-${i}`);
+      if (isRefused(ws)) throw new Error(`refused: ${ws.status} ${ws.headers['proxy-status']}`);
+      cleanups.push(() => ws.terminate());
+      opened.push(await nextMessage(ws));
+    }
+    expect(opened).toEqual(['hello from B', 'hello from B', 'hello from B']);
+    expect(live.upgrades()).toBe(3);
+    // Taken out once, on the first upgrade's probe.
+    expect(records.filter((r) => r.message.startsWith('upstream taken out of rotation')).map((r) => r.upstream)).toEqual([`http://127.0.0.1:${down}`]);
   });
 });

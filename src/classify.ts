@@ -28,6 +28,21 @@ const BY_CODE: Record<string, Classification> = {
   ETIMEDOUT: { kind: 'timeout', proxyStatus: 'connection_timeout' },
 };
 
+// OpenSSL's verify results that Node passes on as the error code and that
+// name no CERT_ of their own: the upstream's certificate did not verify.
+const CERTIFICATE_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+]);
+
 function errorCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
@@ -53,7 +68,7 @@ export function classifyUpstreamError(err: unknown): ProxyError {
 
   // llhttp parse failures: the upstream spoke something that is not HTTP/1.1.
   if (code?.startsWith('HPE_')) return new UpstreamProtocolError(detail, { cause: err });
-  if (code?.startsWith('ERR_TLS_CERT') || code?.includes('CERT_') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT') {
+  if (code !== undefined && (code.startsWith('ERR_TLS_CERT') || code.includes('CERT_') || CERTIFICATE_CODES.has(code))) {
     return new UpstreamUnreachableError(detail, { proxyStatus: 'tls_certificate_error', cause: err });
   }
   if (code?.startsWith('ERR_SSL') || code?.startsWith('ERR_TLS')) {

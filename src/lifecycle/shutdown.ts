@@ -80,10 +80,8 @@ export function createShutdown(tracker: Tracker, agents: UpstreamAgents, logger:
         }
         for (const socket of tracker.lingering) socket.destroy();
       }
-      if (agents.owned) {
-        agents.http.destroy();
-        agents.https.destroy();
-      }
+      if (agents.owned.http) agents.http.destroy();
+      if (agents.owned.https) agents.https.destroy();
     })();
     return closing;
   };

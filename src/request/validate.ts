@@ -21,12 +21,14 @@ function refuse(message: string): never {
 
 /**
  * Node's parser already refuses most ambiguous framing (Content-Length with
- * Transfer-Encoding, differing or listed Content-Lengths, codings other than a
- * final chunked, obs-fold). This refuses what it lets through: the parser keeps
- * the first of two Host lines, accepts Transfer-Encoding on HTTP/1.0 (RFC 9112
- * 6.1 says such framing is faulty), and does not mind a chunked applied twice
- * when spelled on one line. The counts come from rawHeaders, the field lines
- * as sent.
+ * Transfer-Encoding, two Content-Lengths or a listed one, a coding list that
+ * does not end in a plain chunked, chunked twice on one line or two, obs-fold).
+ * This refuses what Node 24 lets through: the parser keeps the first of two
+ * Host lines, accepts Transfer-Encoding on HTTP/1.0 (RFC 9112 6.1 says such
+ * framing is faulty), and reads two Transfer-Encoding lines that are not both
+ * chunked (`gzip`, then `chunked`) as chunked. The coding-list check repeats
+ * the parser's, in case it relents. The counts come from rawHeaders, the field
+ * lines as sent.
  */
 function checkFraming(req: IncomingMessage): void {
   const raw = req.rawHeaders;

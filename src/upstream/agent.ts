@@ -13,8 +13,8 @@ export const IDLE_SOCKET_MS = 4_000;
 export interface UpstreamAgents {
   http: http.Agent;
   https: https.Agent;
-  /** True when the proxy made them, and so may destroy them on close(). */
-  owned: boolean;
+  /** Which of them the proxy made, and so may destroy on close(): never one the user passed. */
+  owned: { http: boolean; https: boolean };
 }
 
 export type AgentOption = http.Agent | { http?: http.Agent; https?: https.Agent };
@@ -25,7 +25,10 @@ const POOL = { keepAlive: true, timeout: IDLE_SOCKET_MS, maxSockets: 256, maxFre
 
 /** One pool per createProxy, not httpxy's module-wide agents shared by every proxy in the process. */
 export function createUpstreamAgents(option: AgentOption | undefined): UpstreamAgents {
-  if (option instanceof http.Agent) return { http: option, https: option as https.Agent, owned: false };
-  if (option) return { http: option.http ?? new http.Agent(POOL), https: option.https ?? new https.Agent(POOL), owned: false };
-  return { http: new http.Agent(POOL), https: new https.Agent(POOL), owned: true };
+  if (option instanceof http.Agent) return { http: option, https: option as https.Agent, owned: { http: false, https: false } };
+  return {
+    http: option?.http ?? new http.Agent(POOL),
+    https: option?.https ?? new https.Agent(POOL),
+    owned: { http: option?.http === undefined, https: option?.https === undefined },
+  };
 }

@@ -56,6 +56,16 @@ export function upstreamTarget(target: URL, path: string) {
   return { protocol: target.protocol, host: target.host, hostname, port: target.port, pathname };
 }
 
+/**
+ * httpxy adds listeners to the client's response and request on every call
+ * (`close` twice, `error` on each), bound to that call's upstream request. A
+ * replay (a stale socket, each retry of a startup grace) calls it again on the
+ * same response, so each call leaves behind how to remove its own, and the
+ * next call does. A property, not a WeakMap: no identity hash per request.
+ */
+const ATTEMPT = Symbol('honest-proxy.engine-attempt');
+type WithAttempt = IncomingMessage & { [ATTEMPT]?: () => void };
+
 export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, onWebSocket }: EngineSettings): Engine {
   /**
    * This request's options for httpxy: routing and header decisions were made
@@ -194,8 +204,18 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
 
   return {
     web(req, res) {
+      // A replay: the attempt before it has failed, and its listeners go with it.
+      (req as WithAttempt)[ATTEMPT]?.();
+      const counts = [res.listenerCount('close'), res.listenerCount('error'), req.listenerCount('error')];
       // Failures reach the 'error' listener above; the promise only says the exchange is over.
       void engineServer.web(req, res, requestOptions(req, false));
+      // httpxy appends them, so they are the tails.
+      const added = [res.listeners('close').slice(counts[0]), res.listeners('error').slice(counts[1]), req.listeners('error').slice(counts[2])];
+      (req as WithAttempt)[ATTEMPT] = () => {
+        for (const listener of added[0]!) res.removeListener('close', listener as () => void);
+        for (const listener of added[1]!) res.removeListener('error', listener as () => void);
+        for (const listener of added[2]!) req.removeListener('error', listener as () => void);
+      };
     },
     upgrade(req, socket, head) {
       void engineServer.ws(req, socket as Socket, requestOptions(req, true), head);
