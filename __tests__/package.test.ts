@@ -140,6 +140,16 @@ describe('the packed package (npm pack)', () => {
     60_000,
   );
 
+  it('ships every file its README links to', () => {
+    expect(files).toContain('README.md');
+    const readme = readFileSync(path.join(INSTALLED, 'README.md'), 'utf8');
+    // Markdown links and images whose target is a path in the package, not a URL or an anchor.
+    const targets = [...readme.matchAll(/\]\(([^)\s]+)\)/g)].map((match) => match[1]!).filter((target) => !/^[a-z][a-z0-9+.-]*:|^#/i.test(target));
+    expect(targets.length).toBeGreaterThan(0);
+    const missing = targets.map((target) => path.posix.normalize(target.split('#')[0]!)).filter((target) => !files.includes(target));
+    expect(missing).toEqual([]);
+  });
+
   it('ships its entry points and every file its source maps name', () => {
     expect(files).toEqual(expect.arrayContaining(['package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/index.js.map']));
     const maps = files.filter((file) => file.endsWith('.js.map'));
