@@ -1,4 +1,4 @@
-// `node bench/ab.ts --variants hpm,honest-proxy[,...] [--scenario small-get] [--rounds 24] [--seconds 1]`:
+// `node bench/ab.ts --variants hpm,honest-proxy[,...] [--scenario small-get] [--connections N] [--rounds 24] [--seconds 1]`:
 // a paired comparison for questions smaller than the full run can settle.
 //
 // On this kind of machine one variant's CPU per request moves by 15-40%
@@ -26,6 +26,8 @@ const { values: flags } = parseArgs({
     scenario: { type: 'string', default: 'small-get' },
     rounds: { type: 'string', default: '24' },
     seconds: { type: 'string', default: '1' },
+    // Fewer clients than hpm's pool keeps free (64): no connection churn on hpm's side to flatter the ratio.
+    connections: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
   },
 });
@@ -39,6 +41,8 @@ if (!(Number.isInteger(rounds) && rounds >= 4)) throw new Error('--rounds must b
 if (!(seconds > 0 && seconds <= 30)) throw new Error('--seconds must be in (0, 30]');
 const scenario = SCENARIOS.find((s): s is LoadScenario => s.kind === 'load' && s.id === flags.scenario && !s.deadUpstream);
 if (!scenario) throw new Error(`--scenario must be one of ${SCENARIOS.filter((s) => s.kind === 'load' && !s.deadUpstream).map((s) => s.id).join(', ')}`);
+const connections = flags.connections === undefined ? scenario.connections : Number(flags.connections);
+if (!(Number.isInteger(connections) && connections >= 1)) throw new Error('--connections must be a whole number >= 1');
 
 function quartile(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -54,7 +58,7 @@ try {
   process.stderr.write(`${describePinning(pinning)}\n`);
   const body = scenario.bodyBytes ? Buffer.alloc(scenario.bodyBytes, 'p') : undefined;
   const load = (variant: Variant, windowSeconds: number) =>
-    runLoad({ port: proxies.get(variant)!.port, host: HOST, method: scenario.method, path: scenario.path, body, connections: scenario.connections, seconds: windowSeconds });
+    runLoad({ port: proxies.get(variant)!.port, host: HOST, method: scenario.method, path: scenario.path, body, connections, seconds: windowSeconds });
   for (const variant of variants) await load(variant, 2);
 
   const cpu = new Map<Variant, number[]>(variants.map((v) => [v, []]));
@@ -73,7 +77,7 @@ try {
   await proxies.stop();
 
   const [reference] = variants as [Variant, ...Variant[]];
-  const lines = [`## Paired CPU per request, ${scenario.title}: ${rounds} rounds of ${seconds} s windows, ${pinning.pinned ? 'pinned' : 'unpinned'}`, '', `| variant | median µs/req | ${reference} ÷ this, median of paired rounds | quartiles |`, '| --- | ---: | ---: | ---: |'];
+  const lines = [`## Paired CPU per request, ${scenario.title}${connections === scenario.connections ? '' : `, at ${connections} connections`}: ${rounds} rounds of ${seconds} s windows, ${pinning.pinned ? 'pinned' : 'unpinned'}`, '', `| variant | median µs/req | ${reference} ÷ this, median of paired rounds | quartiles |`, '| --- | ---: | ---: | ---: |'];
   for (const variant of variants) {
     const ratios = cpu.get(reference)!.map((ref, i) => ref / cpu.get(variant)![i]!);
     lines.push(`| ${variant} | ${median(cpu.get(variant)!)!.toFixed(1)} | ${median(ratios)!.toFixed(3)}x | ${quartile(ratios, 0.25).toFixed(3)}-${quartile(ratios, 0.75).toFixed(3)}x |`);
