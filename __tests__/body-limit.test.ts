@@ -123,6 +123,74 @@ describe.each(EXPRESS_VERSIONS)('body-size limit (%s)', (_name, express) => {
     expect(records.filter((r) => r.code === 'PAYLOAD_TOO_LARGE')).toHaveLength(1);
   });
 
+  it('a declared body over the limit but small enough to drain still closes the connection: the 413 says why, and the log the sizes', async () => {
+    const res = await rawRequest(proxy.port, `POST ${PREFIX}/upload HTTP/1.1\r\nHost: small.localhost\r\nContent-Length: 1500\r\n\r\n${'x'.repeat(1500)}`);
+    expect(res.status).toBe(413);
+    expect(res.headers['connection']).toBe('close');
+    expect(upstream.connections).toBe(0);
+    expect(records.map((r) => [r.code, r.message])).toEqual([['PAYLOAD_TOO_LARGE', 'declared body of 1500 bytes over the limit of 1000']]);
+  });
+
+  it('logs a streamed body by the limit it passed', async () => {
+    const res = await sendChunked(proxy.port, 'small.localhost', [Buffer.alloc(600, 'a'), Buffer.alloc(600, 'b')]);
+    expect(res.status).toBe(413);
+    expect(records.filter((r) => r.code === 'PAYLOAD_TOO_LARGE').map((r) => r.message)).toEqual(['streamed body passed the limit of 1000 bytes']);
+  });
+
+  it("reads sizes as `bytes` does: ' 1kb ' (spaces around) is 1024 bytes, '1.25kb' is 1280", async () => {
+    const sized = await startProxyApp(express, {
+      routes: { 'spaced.localhost': { target: upstream.url, bodyLimit: ' 1kb ' }, 'fraction.localhost': { target: upstream.url, bodyLimit: '1.25kb' } },
+      logger,
+    });
+    try {
+      const statuses: Array<[string, number, number]> = [];
+      for (const [host, limit] of [['spaced.localhost', 1024], ['fraction.localhost', 1280]] as const) {
+        for (const size of [limit, limit + 1]) {
+          statuses.push([host, size, (await request(sized.server).post(`${PREFIX}/u`).set('Host', host).send('x'.repeat(size))).status]);
+        }
+      }
+      expect(statuses).toEqual([
+        ['spaced.localhost', 1024, 200],
+        ['spaced.localhost', 1025, 413],
+        ['fraction.localhost', 1280, 200],
+        ['fraction.localhost', 1281, 413],
+      ]);
+    } finally {
+      await sized.close();
+    }
+  });
+
+  it('without a bodyLimit, the limit is 10 MiB: 2 KB goes through, a declared 10 MiB + 1 is refused unread', async () => {
+    const plain = await startProxyApp(express, { routes: { 'small.localhost': upstream.url }, logger });
+    try {
+      const small = await request(plain.server).post(`${PREFIX}/u`).set('Host', 'small.localhost').send('x'.repeat(2048));
+      expect([small.status, small.text]).toEqual([200, 'got 2048']);
+      const big = await rawRequest(plain.port, `POST ${PREFIX}/u HTTP/1.1\r\nHost: small.localhost\r\nContent-Length: ${10 * 1024 * 1024 + 1}\r\n\r\nonly a few bytes`);
+      expect(big.status).toBe(413);
+      expect(records.filter((r) => r.code === 'PAYLOAD_TOO_LARGE').map((r) => r.message)).toEqual([`declared body of ${10 * 1024 * 1024 + 1} bytes over the limit of ${10 * 1024 * 1024}`]);
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it('measures a body a parser read and the proxy encoded again by its new size, not the Content-Length the client sent', async () => {
+    // 1e9 is 3 bytes as sent and 10 as JSON.stringify writes it: 41 bytes on the wire, 111 re-encoded.
+    const app = express();
+    app.use(express.json());
+    app.use(PREFIX, createProxy({ routes: { 'small.localhost': upstream.url }, consumedBody: 'reserialize', bodyLimit: 100, logger }));
+    const running = await listen(http.createServer(app));
+    try {
+      const sent = `[${Array.from({ length: 10 }, () => '1e9').join(',')}]`;
+      expect(sent).toHaveLength(41);
+      const res = await request(running.url).post(`${PREFIX}/u`).set('Host', 'small.localhost').set('Content-Type', 'application/json').send(sent);
+      expect(res.status).toBe(413);
+      expect(upstream.received).toEqual([]);
+      expect(records.filter((r) => r.code === 'PAYLOAD_TOO_LARGE').map((r) => r.message)).toEqual(['declared body of 111 bytes over the limit of 100']);
+    } finally {
+      await running.close();
+    }
+  });
+
   it('lets a route carry its own limit, larger or none', async () => {
     const body = 'x'.repeat(3000);
     expect((await request(proxy.server).post(`${PREFIX}/u`).set('Host', 'small.localhost').send(body)).status).toBe(413);
@@ -145,6 +213,18 @@ describe('bodyLimit option', () => {
 
   it.each([-1, 1.5, Number.NaN, true])('rejects the number-like %p', (value) => {
     expect(construct({ bodyLimit: value as never })).toThrow(/bodyLimit must be false/);
+  });
+
+  it.each<[unknown, string]>([
+    ['10 MiB', '"10 MiB"'],
+    [Number.NaN, 'NaN'],
+  ])('shows the refused %p as given: a string quoted, anything else as it is', (value, shown) => {
+    expect(construct({ bodyLimit: value as never })).toThrow(new RegExp(`\\(units b, kb, mb, gb, tb, pb\\); got ${shown}$`));
+  });
+
+  it('rejects a size that is no whole number of bytes JavaScript can count exactly', () => {
+    // 10,000,000 PiB is past Number.MAX_SAFE_INTEGER bytes.
+    expect(construct({ bodyLimit: '10000000pb' })).toThrow(/bodyLimit must be false/);
   });
 
   it('accepts sizes as bytes understands them', () => {

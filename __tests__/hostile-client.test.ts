@@ -317,7 +317,16 @@ describe.each(EXPRESS_VERSIONS)('hostile clients (%s)', (_name, express) => {
       ['two Host lines, different values', 'proxy', `GET ${PREFIX}/x HTTP/1.1\r\nHost: ${HOST}\r\nHost: other.localhost\r\n\r\n`],
     ];
 
-    it.each(cases)('%s (refused by %s)', async (_case, refuser, bytes) => {
+    // The detail each refusal of the proxy logs: what an operator reads to tell them apart.
+    const details: Record<string, string> = {
+      'two Transfer-Encoding lines, gzip then chunked': 'more than one Transfer-Encoding field line',
+      'two Transfer-Encoding lines, identity then chunked': 'more than one Transfer-Encoding field line',
+      'Transfer-Encoding on HTTP/1.0 (kept alive)': 'Transfer-Encoding on an HTTP/1.0 request',
+      'two Host lines, same value': 'more than one Host field line',
+      'two Host lines, different values': 'more than one Host field line',
+    };
+
+    it.each(cases)('%s (refused by %s)', async (name, refuser, bytes) => {
       const result = await sendRaw(proxy.port, bytes, 1000);
       expect(result.responses.map((r) => r.status)).toEqual([400]);
       expect(result.closedByServer).toBe(true);
@@ -330,7 +339,34 @@ describe.each(EXPRESS_VERSIONS)('hostile clients (%s)', (_name, express) => {
       } else {
         expect(response.headers['proxy-status']).toBe('proxy; error=http_request_error');
         expect(response.body.toString()).toBe('Bad Request');
-        expect(logged).toHaveLength(1);
+        expect(logged.map((r) => r.message)).toEqual([details[name]]);
+      }
+    });
+
+    it('one Transfer-Encoding field `gzip, chunked` is sound framing: forwarded, coding list and body intact', async () => {
+      const connection = await exchange(proxy.port, post('Transfer-Encoding: gzip, chunked\r\n', '5\r\nhello\r\n0\r\n\r\n'));
+      try {
+        expect(statuses(connection.responses())).toEqual([200]);
+        expect(upstream.seen).toHaveLength(1);
+        expect(upstream.seen[0]!.headers['transfer-encoding']).toBe('gzip, chunked');
+        expect(upstream.seen[0]!.body.toString()).toBe('hello');
+      } finally {
+        connection.destroy();
+      }
+    });
+
+    it('fields whose names are as long as Host, Content-Length or Transfer-Encoding are not taken for them', async () => {
+      // 4, 14 and 17 characters: the lengths the framing scan compares names at.
+      const fields = 'From: a@example.test\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nAccept-Charset: utf-8\r\nX-Custom-Field: 1\r\nIf-Modified-Since: Tue, 01 Dec 2026 00:00:00 GMT\r\n';
+      const connection = await exchange(proxy.port, post(`${fields}Transfer-Encoding: chunked\r\n`, '5\r\nhello\r\n0\r\n\r\n'));
+      try {
+        expect(statuses(connection.responses())).toEqual([200]);
+        expect(upstream.seen.map((s) => [s.url, s.body.toString(), s.headers['accept-charset'], s.headers['if-modified-since']])).toEqual([
+          ['/x', 'hello', 'utf-8', 'Tue, 01 Dec 2026 00:00:00 GMT'],
+        ]);
+        expect(records.filter((r) => r.code === 'BAD_REQUEST')).toEqual([]);
+      } finally {
+        connection.destroy();
       }
     });
 
@@ -389,6 +425,18 @@ describe.each(EXPRESS_VERSIONS)('hostile clients (%s)', (_name, express) => {
       expect(result.responses[0]!.headers['proxy-status']).toBe('proxy; error=http_request_error');
       expect(result.closedByServer).toBe(true);
       await expectNothingUpstream();
+      expect(records.filter((r) => r.code === 'BAD_REQUEST').map((r) => r.message)).toEqual(['Host disagrees with the absolute-form request-target']);
+    });
+
+    it.each([
+      ['empty', ''],
+      ['not a host name', 'app localhost'],
+    ])('a Host the proxy cannot read (%s) is a 400 MISSING_HOST, never routed', async (_case, value) => {
+      const result = await sendRaw(proxy.port, `GET ${PREFIX}/x HTTP/1.1\r\nHost: ${value}\r\n\r\n`, 1000);
+      expect(result.responses.map((r) => r.status)).toEqual([400]);
+      expect(result.responses[0]!.headers['proxy-status']).toBe('proxy; error=http_request_error');
+      await expectNothingUpstream();
+      expect(records.filter((r) => r.status === 400).map((r) => r.code)).toEqual(['MISSING_HOST']);
     });
   });
 
@@ -582,7 +630,7 @@ describe('asterisk-form, on a plain node:http server', () => {
   let upstream: RecordingUpstream;
   let running: Running;
   let honest: HonestProxy;
-  const { logger } = captureLogs();
+  const { logger, records } = captureLogs();
 
   beforeAll(async () => {
     upstream = await startRecordingUpstream();
@@ -597,6 +645,7 @@ describe('asterisk-form, on a plain node:http server', () => {
   beforeEach(() => {
     upstream.seen.length = 0;
     upstream.arrived.length = 0;
+    records.length = 0;
   });
 
   it('forwards `OPTIONS *` with the request-target `*` exactly', async () => {
@@ -612,5 +661,30 @@ describe('asterisk-form, on a plain node:http server', () => {
     expect(result.closedByServer).toBe(true);
     await sleep(50);
     expect(upstream.arrived).toEqual([]);
+    expect(records.filter((r) => r.code === 'BAD_REQUEST').map((r) => r.message)).toEqual(['asterisk-form request-target on a method other than OPTIONS']);
+  });
+
+  // Absolute-form without a path: Express would route it by the path it lacks, a plain server hands it straight over.
+  it.each([
+    ['no path', `http://${HOST}`, '/'],
+    ['a query and no path', `http://${HOST}?q=1`, '/?q=1'],
+    ['a path and a query', `http://${HOST}/p?q=1`, '/p?q=1'],
+  ])('forwards an absolute-form target with %s in origin-form', async (_case, target, forwarded) => {
+    const result = await sendRaw(running.port, `GET ${target} HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`, 1000);
+    expect(result.responses.map((r) => r.status)).toEqual([200]);
+    expect(upstream.seen.map((s) => s.url)).toEqual([forwarded]);
+  });
+
+  it.each([
+    ['another scheme', `ftp://${HOST}/x`, 'request-target is neither origin-form nor absolute-form'],
+    ['a scheme that only ends in http', `xhttp://${HOST}/x`, 'request-target is neither origin-form nor absolute-form'],
+    ['userinfo', `http://user@${HOST}/x`, 'userinfo in the request-target'],
+  ])('refuses a request-target with %s: 400, nothing upstream', async (_case, target, detail) => {
+    const result = await sendRaw(running.port, `GET ${target} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, 1000);
+    expect(result.responses.map((r) => r.status)).toEqual([400]);
+    expect(result.responses[0]!.headers['proxy-status']).toBe('proxy; error=http_request_error');
+    await sleep(50);
+    expect(upstream.arrived).toEqual([]);
+    expect(records.filter((r) => r.code === 'BAD_REQUEST').map((r) => r.message)).toEqual([detail]);
   });
 });

@@ -1,7 +1,10 @@
+import { fork, type ChildProcess } from 'node:child_process';
 import net, { type Socket } from 'node:net';
+import path from 'node:path';
 import { openRaw } from './helpers/raw-client.ts';
 import { listen, type Running } from './helpers/servers.ts';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
+import type { InsecureParserChildMessage } from './fixtures/insecure-parser/proxy-child.ts';
 import { captureLogs, type LogRecord } from './helpers/logs.ts';
 import {
   DESTROY,
@@ -426,6 +429,99 @@ describe.each(EXPRESS_VERSIONS)('an upstream that answers before it has read the
       await upstream.close();
     }
   });
+});
+
+/**
+ * A head that Node's client parses and Node's server refuses to write: the
+ * writeHead catch in src/upstream/response.ts. With Node's default parser the
+ * two agree on every byte; with --insecure-http-parser (set by someone to
+ * reach a sloppy upstream) the client takes a NUL in a field value, and the
+ * server still throws ERR_INVALID_CHAR on it, inside an event handler. So the
+ * proxy runs in a child process started with that flag, once in Express
+ * (which has set X-Powered-By, so Node adds the upstream's fields one by one
+ * before it throws) and once on a plain node:http server.
+ */
+describe('an upstream head the client side refuses to write (a proxy process with --insecure-http-parser)', () => {
+  // Set-Cookie and X-Upstream come before the NUL: in Express, Node has taken them onto the response before it throws.
+  const FIELDS = 'Set-Cookie: session=from-upstream\r\nX-Upstream: yes\r\nX-Bad: a\x00b\r\n';
+  // One per place the relay writes the head: with the first body byte, at the end of an empty body, at once for an event stream.
+  const SHAPES: Record<string, Step[]> = {
+    '/body-in-one-packet': [`HTTP/1.1 200 OK\r\n${FIELDS}Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi`],
+    '/body-still-coming': [`HTTP/1.1 200 OK\r\n${FIELDS}Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n`, wait(200), '0\r\n\r\n'],
+    '/empty-body': [`HTTP/1.1 200 OK\r\n${FIELDS}Content-Length: 0\r\n\r\n`],
+    '/event-stream': [`HTTP/1.1 200 OK\r\n${FIELDS}Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n`, wait(200), '0\r\n\r\n'],
+  };
+  let upstream: ScriptedUpstream;
+  let child: ChildProcess;
+  let ports: { express: number; plain: number };
+  const messages: InsecureParserChildMessage[] = [];
+  let stderr = '';
+
+  beforeAll(async () => {
+    upstream = await startScriptedUpstream((request) => SHAPES[request.target] ?? okReply(request));
+    child = fork(path.join(import.meta.dirname, 'fixtures/insecure-parser/proxy-child.ts'), [upstream.url], {
+      execArgv: ['--insecure-http-parser'],
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => (stderr += chunk));
+    ports = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`proxy child not ready in 10 s: ${stderr}`)), 10_000);
+      child.once('exit', (code) => reject(new Error(`proxy child exited with ${code} before it listened: ${stderr}`)));
+      child.on('message', (message: InsecureParserChildMessage) => {
+        messages.push(message);
+        if (message.type === 'ready') {
+          clearTimeout(timer);
+          resolve({ express: message.express, plain: message.plain });
+        }
+      });
+    });
+  });
+  afterAll(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await upstream?.close();
+  });
+
+  const logs = () => messages.filter((m): m is Extract<InsecureParserChildMessage, { type: 'log' }> => m.type === 'log');
+
+  const WHERE = [
+    ['in Express', 'express', PREFIX],
+    ['on a plain node:http server', 'plain', ''],
+  ] as const;
+  it.each(WHERE.flatMap(([where, server, prefix]) => Object.keys(SHAPES).map((shape) => [where, shape, server, prefix] as const)))(
+    '%s, %s: a 502 http_protocol_error with none of the upstream head, and the next request goes on a fresh connection',
+    async (_where, shape, server, prefix) => {
+      const port = ports[server];
+      const before = upstream.requests.length;
+      const logsBefore = logs().length;
+      const ex = await sendRaw(port, `GET ${prefix}${shape} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { lingerMs: 50 });
+      expect(ex.timedOut).toBe(false);
+      expect(ex.final?.statusLine).toBe('HTTP/1.1 502 Bad Gateway');
+      expect(ex.final?.complete).toBe(true);
+      expect(ex.final?.body.toString('latin1')).toBe('Bad Gateway');
+      expect(header(ex.final, 'proxy-status')).toBe('proxy; error=http_protocol_error');
+      expect(ex.responses).toHaveLength(1);
+      // Not one field of the refused head: the fields Node took before it threw are gone too.
+      expect(ex.final!.headers.map(([name]) => name).sort()).toEqual(
+        ['cache-control', 'connection', 'content-length', 'content-type', 'date', 'keep-alive', 'proxy-status', 'x-content-type-options', 'x-request-id'].sort(),
+      );
+      expect(ex.raw.includes(0)).toBe(false);
+      expect(ex.text).not.toContain('from-upstream');
+      expect(logs().slice(logsBefore).filter((m) => m.level === 'warn' || m.level === 'error')).toEqual([
+        expect.objectContaining({ level: 'warn', message: 'response head the client side refuses', fields: expect.objectContaining({ status: 502, code: 'UPSTREAM_PROTOCOL_ERROR', cause: expect.objectContaining({ code: 'ERR_INVALID_CHAR' }) }) }),
+      ]);
+
+      // The process lives on, and the connection that carried the refused head is not reused.
+      const ok = await sendRaw(port, `GET ${prefix}/ok HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { lingerMs: 30 });
+      expect(ok.final?.status).toBe(200);
+      const [refused, served] = upstream.requests.slice(before);
+      expect([refused?.target, served?.target]).toEqual([shape, '/ok']);
+      expect(served!.connection).not.toBe(refused!.connection);
+      expect(await upstream.closed(refused!.connection, 1000)).toBe(true);
+      expect(messages.filter((m) => m.type === 'uncaught')).toEqual([]);
+      expect(child.exitCode).toBeNull();
+    },
+  );
 });
 
 // 9

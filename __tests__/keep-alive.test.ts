@@ -4,6 +4,7 @@ import { createProxy, type HonestProxy } from '../src/index.ts';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
 import { startRawUpstream, type RawUpstream } from './helpers/raw-upstream.ts';
+import { send } from './helpers/real-app.ts';
 import { listen, startUpstream } from './helpers/servers.ts';
 
 const HOST = 'app.localhost';
@@ -84,6 +85,65 @@ describe.each(EXPRESS_VERSIONS)('a stale pooled connection (%s)', (_name, expres
       ]);
     } finally {
       await close();
+    }
+  });
+
+  // RFC 9110 9.2.2: each idempotent method besides GET, bodyless, goes again as GET does.
+  it.each(['HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])('replays a bodyless %s once on a fresh connection', async (method) => {
+    const { upstream, proxy, close } = await setup(resetSecondOnConnection);
+    try {
+      await request(proxy.server).get(`${PREFIX}/warm`).set('Host', HOST);
+      const res = await send(proxy.port, { method, path: `${PREFIX}/again`, headers: { host: HOST } });
+      expect(res.status).toBe(200);
+      if (method !== 'HEAD') expect(res.body.toString()).toBe(`${method} /again #1`);
+      expect(upstream.seen.filter((e) => e.method === method).map((e) => [e.path, e.connection, e.onConnection])).toEqual([
+        ['/again', 1, 2],
+        ['/again', 2, 1],
+      ]);
+    } finally {
+      await close();
+    }
+  });
+
+  it('never replays a request with a body, even a PUT: 502 connection_terminated, seen by the upstream once', async () => {
+    const { upstream, proxy, close } = await setup(resetSecondOnConnection);
+    try {
+      await request(proxy.server).get(`${PREFIX}/warm`).set('Host', HOST);
+      const res = await request(proxy.server).put(`${PREFIX}/doc`).set('Host', HOST).send('new text');
+      expect(res.status).toBe(502);
+      expect(res.headers['proxy-status']).toBe('proxy; error=connection_terminated');
+      expect(upstream.seen.filter((e) => e.method === 'PUT').map((e) => [e.path, e.connection, e.onConnection])).toEqual([['/doc', 1, 2]]);
+    } finally {
+      await close();
+    }
+  });
+
+  it('never replays a reset on a fresh connection: that is the upstream failing, not a stale socket', async () => {
+    const { upstream, proxy, close } = await setup((e) => (e.connection === 1 ? 'reset' : 'answer'));
+    try {
+      const res = await request(proxy.server).get(`${PREFIX}/first`).set('Host', HOST);
+      expect(res.status).toBe(502);
+      expect(res.headers['proxy-status']).toBe('proxy; error=connection_terminated');
+      expect(upstream.seen.map((e) => [e.path, e.connection, e.onConnection])).toEqual([['/first', 1, 1]]);
+    } finally {
+      await close();
+    }
+  });
+
+  it('never replays a response timeout on a reused connection: 504, seen by the upstream once', async () => {
+    const upstream = await startRawUpstream({ decide: (e) => (e.onConnection === 2 ? 'ignore' : 'answer') });
+    const proxy = await startProxyApp(express, { routes: { [HOST]: upstream.url }, logger, timeouts: { response: 300 } });
+    try {
+      await request(proxy.server).get(`${PREFIX}/warm`).set('Host', HOST);
+      const res = await request(proxy.server).get(`${PREFIX}/slow`).set('Host', HOST);
+      expect(res.status).toBe(504);
+      expect(res.headers['proxy-status']).toBe('proxy; error=http_response_timeout');
+      expect(upstream.seen.map((e) => [e.path, e.connection, e.onConnection])).toEqual([
+        ['/warm', 1, 1],
+        ['/slow', 1, 2],
+      ]);
+    } finally {
+      await Promise.all([proxy.close(), upstream.close()]);
     }
   });
 

@@ -1,8 +1,8 @@
 import diagnostics from 'node:diagnostics_channel';
 import http from 'node:http';
-import { Registry, register as globalRegistry } from 'prom-client';
+import { Gauge, Registry, register as globalRegistry } from 'prom-client';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createProxy, type ErrorMessage, type HonestProxy, type ProxyOptions, type RequestStartMessage, type ResponseMessage, type WebSocketMessage } from '../src/index.ts';
+import { createProxy, portHostRoutes, ProxyOptionsError, type ErrorMessage, type HonestProxy, type ProxyOptions, type RequestStartMessage, type ResponseMessage, type WebSocketMessage } from '../src/index.ts';
 import { captureLogs } from './helpers/logs.ts';
 import { realProcess } from './helpers/real-process.ts';
 import { closedPort, listen, type Running } from './helpers/servers.ts';
@@ -287,6 +287,113 @@ describe('observability', () => {
       expect(published.map((m) => [m.statusCode, m.code, m.req.url])).toEqual([[499, 'client_closed', '/hang']]);
       expect(published[0]!.durationMs).toBeGreaterThanOrEqual(90);
       expect(seen.error.length).toBe(errorsBefore);
+    });
+  });
+
+  describe('metrics in a real app: several proxies, route labels', () => {
+    const requestCount = (text: string) => samplesOf(text, 'honest_proxy_request_duration_seconds_count').reduce((sum, s) => sum + s.value, 0);
+
+    it('two proxies on one registry (the README mounts two) each count under their own `proxy` label', async () => {
+      const registry = new Registry();
+      const api = await front({ metrics: { registry, name: 'api' } });
+      const preview = await front({ metrics: { registry, name: 'preview' } });
+      expect((await send(api, 'app.localhost', '/one')).status).toBe(200);
+      expect((await send(api, 'app.localhost', '/two')).status).toBe(200);
+      expect((await send(preview, 'app.localhost', '/missing')).status).toBe(404);
+      await settle(async () => requestCount(await registry.metrics()) === 3);
+      const text = await registry.metrics();
+      expect(samplesOf(text, 'honest_proxy_requests_total')).toEqual([
+        { labels: { proxy: 'api', status: '200', code: 'upstream' }, value: 2 },
+        { labels: { proxy: 'preview', status: '404', code: 'upstream' }, value: 1 },
+      ]);
+      expect(valueOf(text, 'honest_proxy_request_duration_seconds_count', { proxy: 'api', code: 'upstream' })).toBe(2);
+      expect(valueOf(text, 'honest_proxy_in_flight', { proxy: 'api' })).toBe(0);
+      expect(valueOf(text, 'honest_proxy_in_flight', { proxy: 'preview' })).toBe(0);
+      // Each metric is in the registry once.
+      expect(text.match(/^# TYPE honest_proxy_requests_total /gm)).toHaveLength(1);
+    });
+
+    it('two proxies with one name on one registry share their series', async () => {
+      const registry = new Registry();
+      const first = await front({ metrics: { registry } });
+      const second = await front({ metrics: { registry } });
+      expect((await send(first, 'app.localhost', '/a')).status).toBe(200);
+      expect((await send(second, 'app.localhost', '/b')).status).toBe(200);
+      await settle(async () => requestCount(await registry.metrics()) === 2);
+      expect(samplesOf(await registry.metrics(), 'honest_proxy_requests_total')).toEqual([{ labels: { proxy: 'default', status: '200', code: 'upstream' }, value: 2 }]);
+    });
+
+    it("refuses, naming the option, a registry whose metric of the same name is not honest-proxy's", () => {
+      const registry = new Registry();
+      // The fourth the proxy would register: the three before it must not be left behind either.
+      new Gauge({ name: 'honest_proxy_websockets_open', help: 'the app its own', registers: [registry] });
+      let thrown: unknown;
+      try {
+        createProxy({ routes: { 'app.localhost': upstream.url }, logger: false, metrics: { registry } });
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(ProxyOptionsError);
+      expect((thrown as Error).message).toMatch(/^honest-proxy: metrics\.registry already has a metric named "honest_proxy_websockets_open" that is not honest-proxy's \(a gauge labelled with nothing; expected a gauge labelled proxy, route\)/);
+      expect(registry.getMetricsAsArray().map((metric) => metric.name)).toEqual(['honest_proxy_websockets_open']);
+    });
+
+    it('labels routes by route key up to maxRouteLabels, the rest as other, and a request with no route without one', async () => {
+      const registry = new Registry();
+      const port = await front({
+        routes: { 'a.localhost': upstream.url, 'b.localhost': upstream.url, 'c.localhost': upstream.url, 'd.localhost': upstream.url },
+        metrics: { registry, routeLabel: true, maxRouteLabels: 2 },
+      });
+      for (const host of ['a.localhost', 'b.localhost', 'a.localhost', 'c.localhost', 'd.localhost']) expect((await send(port, host, '/')).status).toBe(200);
+      expect((await send(port, 'nobody.localhost', '/')).status).toBe(404);
+      const ws = await openWebSocket(port, 'b.localhost');
+      clients.push(ws);
+      await settle(async () => requestCount(await registry.metrics()) === 6);
+      const text = await registry.metrics();
+      expect(samplesOf(text, 'honest_proxy_requests_total')).toEqual([
+        { labels: { proxy: 'default', status: '200', code: 'upstream', route: 'a.localhost' }, value: 2 },
+        { labels: { proxy: 'default', status: '200', code: 'upstream', route: 'b.localhost' }, value: 1 },
+        { labels: { proxy: 'default', status: '200', code: 'upstream', route: 'other' }, value: 2 },
+        { labels: { proxy: 'default', status: '404', code: 'ROUTE_NOT_FOUND' }, value: 1 },
+      ]);
+      expect(valueOf(text, 'honest_proxy_request_duration_seconds_count', { proxy: 'default', code: 'upstream', route: 'other' })).toBe(2);
+      expect(valueOf(text, 'honest_proxy_websockets_open', { proxy: 'default', route: 'b.localhost' })).toBe(1);
+      ws.close(1000);
+      await settle(async () => valueOf(await registry.metrics(), 'honest_proxy_websockets_open', { proxy: 'default', route: 'b.localhost' }) === 0);
+      expect(valueOf(await registry.metrics(), 'honest_proxy_websockets_open', { proxy: 'default', route: 'b.localhost' })).toBe(0);
+    });
+
+    it('labels portHostRoutes requests by sandbox id, the same key as onActivity', async () => {
+      const registry = new Registry();
+      const port = await front({ routes: portHostRoutes({ domain: 'localhost', resolve: () => upstream.url }), metrics: { registry, name: 'preview', routeLabel: true } });
+      for (const host of ['3000-abc.localhost', '5173-abc.localhost', '3000-xyz.localhost']) expect((await send(port, host, '/')).status).toBe(200);
+      await settle(async () => requestCount(await registry.metrics()) === 3);
+      expect(samplesOf(await registry.metrics(), 'honest_proxy_requests_total').map((s) => [s.labels.route, s.value])).toEqual([
+        ['abc', 2],
+        ['xyz', 1],
+      ]);
+    });
+
+    it.each<[string, unknown, RegExp]>([
+      ['no registry', { registry: undefined, name: 'api' }, /^honest-proxy: metrics\.registry must be a prom-client Registry; got undefined$/],
+      ['an empty name', { name: '' }, /^honest-proxy: metrics\.name must be a non-empty string .*; got ""$/],
+      ['a name that is not a string', { name: 7 }, /^honest-proxy: metrics\.name must be a non-empty string .*; got 7$/],
+      ['routeLabel that is not a boolean', { routeLabel: 'yes' }, /^honest-proxy: metrics\.routeLabel must be true or false; got "yes"$/],
+      ['maxRouteLabels of 0', { routeLabel: true, maxRouteLabels: 0 }, /^honest-proxy: metrics\.maxRouteLabels must be a whole number from 1; got 0$/],
+      ['maxRouteLabels without routeLabel', { maxRouteLabels: 10 }, /^honest-proxy: metrics\.maxRouteLabels is set but metrics\.routeLabel is not/],
+      ['a typo of routeLabel', { routeLabels: true }, /^honest-proxy: unknown option "metrics\.routeLabels"; did you mean "metrics\.routeLabel"\?$/],
+    ])('refuses metrics with %s, naming the option', (_case, metrics, message) => {
+      const registry = new Registry();
+      let thrown: unknown;
+      try {
+        createProxy({ routes: { 'app.localhost': upstream.url }, logger: false, metrics: { registry, ...(metrics as object) } as ProxyOptions['metrics'] });
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(ProxyOptionsError);
+      expect((thrown as Error).message).toMatch(message);
+      // Nothing registered by a proxy that was refused.
+      expect(registry.getMetricsAsArray()).toEqual([]);
     });
   });
 });

@@ -40,7 +40,7 @@ describe('options are checked at construction', () => {
     ['a bad onError', { routes, onError: 'throw' }, /onError must be 'respond' or 'next'; got "throw"/],
     ['a negative connect timeout', { routes, timeouts: { connect: -1 } }, /timeouts.connect must be a whole number of milliseconds/],
     ['a fractional response timeout', { routes, timeouts: { response: 1.5 } }, /timeouts.response must be a whole number/],
-    ['an unknown timeout', { routes, timeouts: { read: 5 } }, /unknown option "timeouts.read"; known options are timeouts.connect, timeouts.response, timeouts.idle$/],
+    ['an unknown timeout', { routes, timeouts: { read: 5 } }, /unknown option "timeouts.read"; known options are timeouts.connect, timeouts.response, timeouts.idle, timeouts.route$/],
     ['a bad request id header', { routes, requestIdHeader: 'x id' }, /requestIdHeader must be false or a header name/],
     ['a non-boolean changeOrigin', { routes, changeOrigin: 'yes' }, /changeOrigin must be true or false/],
   ])('rejects %s', (_case, options, message) => {

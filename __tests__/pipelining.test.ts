@@ -1,3 +1,4 @@
+import { BadRequestError } from '../src/index.ts';
 import { EXPRESS_VERSIONS, PREFIX, startProxyApp, type ProxyApp } from './helpers/apps.ts';
 import { openRaw, type RawConnection } from './helpers/raw-client.ts';
 import { startUpstream, type Upstream } from './helpers/servers.ts';
@@ -106,6 +107,48 @@ describe.each(EXPRESS_VERSIONS)('pipelined requests (%s)', (_name, express) => {
       expect([...arrived].sort()).toEqual(['/1', '/3']);
     } finally {
       connection.destroy();
+    }
+  });
+
+  it('the first request marked last stays the last, whichever later one is marked after it', async () => {
+    // Admission runs pipelined requests concurrently, and responses leave in
+    // order. /slow holds the connection open (its upstream answers at 600 ms);
+    // behind it /a is refused 400 (two Host lines, `Connection: close`) at once,
+    // /held waits 300 ms for its route, and /b's route refuses it the same way
+    // at 100 ms. /b marked last after /a must not move the line past /held:
+    // /held arrived after /a, so it is never forwarded.
+    const seen: string[] = [];
+    const slow = await startUpstream((req, res) => {
+      seen.push(req.url!);
+      setTimeout(() => res.end('slow'), 600);
+    });
+    const refusing = await startProxyApp(express, {
+      routes: async (req) => {
+        const host = String(req.headers.host);
+        if (host === 'held.localhost') await sleep(300);
+        if (host === 'b.localhost') {
+          await sleep(100);
+          throw new BadRequestError('refused by the route');
+        }
+        return slow.url;
+      },
+    });
+    const connection = await openRaw(refusing.port);
+    try {
+      await connection.write(
+        `GET ${PREFIX}/slow HTTP/1.1\r\nHost: slow.localhost\r\n\r\n` +
+          `GET ${PREFIX}/a HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n` +
+          `GET ${PREFIX}/held HTTP/1.1\r\nHost: held.localhost\r\n\r\n` +
+          `GET ${PREFIX}/b HTTP/1.1\r\nHost: b.localhost\r\n\r\n`,
+      );
+      expect(await connection.waitForResponses(2, 2000)).toBe(true);
+      expect(connection.responses().map((r) => r.status)).toEqual([200, 400]);
+      expect(await connection.waitForClose(1000)).toBe(true);
+      expect(seen).toEqual(['/slow']);
+    } finally {
+      connection.destroy();
+      await refusing.close();
+      await slow.close();
     }
   });
 

@@ -12,6 +12,8 @@ import type { Balancer } from './upstream/balancer.ts';
 import { mayRetryConnect } from './upstream/connect-retry.ts';
 import { trustFor } from './upstream/forwarded.ts';
 import { planUpstreamHeaders, type UpstreamHeaderPlan } from './upstream/request-headers.ts';
+import { shapeRequest } from './upstream/request-shaping.ts';
+import { routeShaping } from './upstream/shaping-options.ts';
 
 /** Resolves when the request may be forwarded; rejects with the ProxyError that refuses it. */
 export type Admission = (req: IncomingMessage, res: ServerResponse, exchange: Exchange, isUpgrade: boolean) => Promise<void>;
@@ -41,6 +43,7 @@ function replaceConsumedBody(req: IncomingMessage, exchange: Exchange, plan: Ups
 export function createAdmission(config: ResolvedOptions, logger: Logger, balancer: Balancer, draining: () => boolean): Admission {
   const rateLimitGuard = config.rateLimit === false ? undefined : createRateLimitGuard(config.rateLimit, logger, config.trust);
   const { requestIdHeader } = config;
+  config.routeCache?.attach(logger);
 
   return async function admit(req, res, exchange, isUpgrade) {
     if (draining()) throw new ShuttingDownError();
@@ -49,6 +52,9 @@ export function createAdmission(config: ResolvedOptions, logger: Logger, balance
     if (rateLimitGuard) await rateLimitGuard(req, res);
 
     try {
+      // Awaited even when known at once (a record, a cache hit): a pipelined
+      // request behind one refused must not be admitted before that refusal
+      // has marked its connection's last request.
       exchange.route = await config.resolveRoute(req, exchange.target.host);
     } catch (err) {
       throw err instanceof ProxyError ? err : new InternalProxyError('route resolver failed', { cause: err });
@@ -63,6 +69,9 @@ export function createAdmission(config: ResolvedOptions, logger: Logger, balance
       newRequestId: clientsId === exchange.requestId ? undefined : exchange.requestId,
       forwarded: { mode: config.forwarded, trust: exchange.trust, via: config.via },
     });
+    // What the upstream may not see (the platform's credentials), HTTP and WebSocket alike.
+    const shaping = exchange.route.shaping ? routeShaping(exchange.route.shaping, config.requestShaping) : config.requestShaping;
+    if (shaping) await shapeRequest(req, exchange, shaping);
     if (isUpgrade) return;
     replaceConsumedBody(req, exchange, exchange.headerPlan, config.consumedBody);
     // A body that may have to go to another upstream, or wait for one to boot, is held until connected.

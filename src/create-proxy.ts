@@ -12,7 +12,9 @@ import { createForwarding } from './forwarding.ts';
 import { createShutdown, type CloseOptions } from './lifecycle/shutdown.ts';
 import { createTracker, trackExchange, trackLingering, trackWebSocket } from './lifecycle/tracker.ts';
 import { createDefaultLogger, requestFields, type Logger } from './logging.ts';
+import { ACTIVITY, createActivity } from './observe/activity.ts';
 import { createObserver } from './observe/observer.ts';
+import { observeRouteCache } from './observe/route-cache-metrics.ts';
 import { resolveOptions, type ProxyOptions } from './options.ts';
 import { readRequestId } from './request/request-id.ts';
 import type { ProxyRequest } from './routes/table.ts';
@@ -69,7 +71,9 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
   const logger: Logger = config.logger ?? createDefaultLogger();
   const agents = createUpstreamAgents(config.agent);
   const tracker = createTracker();
-  const observer = createObserver(config.metrics);
+  const activity = config.activity && createActivity(config.activity, logger);
+  const observer = createObserver(config.metrics, activity, config.routeKey);
+  if (config.metrics && config.routeCache) observeRouteCache(config.metrics, config.routeCache);
   const balancer = createBalancer(config.passiveHealth, (upstream) => {
     observer.ejected(upstream);
     logger.warn('upstream taken out of rotation after failed connects', { upstream, forMs: config.passiveHealth.failTimeout });
@@ -108,7 +112,7 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     return beginExchange(req, next, requestId);
   }
 
-  const forwarding = createForwarding({ config, logger, admit, engine, balancer, fail: handleFailure });
+  const forwarding = createForwarding({ config, logger, admit, engine, balancer, fail: handleFailure, observer });
 
   function proxyWebSocket(req: IncomingMessage, socket: Duplex, head: Buffer, exchange: Exchange): void {
     forwarding.webSocket(req, socket, head, exchange).catch((err: unknown) => handleFailure(err, req, socket));
@@ -135,5 +139,10 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     webSocket: (req, socket, head) => proxyWebSocket(req, socket, head, open(req, undefined)),
   });
 
-  return Object.assign(middleware, { ...upgrades, close: createShutdown(tracker, agents, logger) });
+  const shutdown = createShutdown(tracker, agents, logger);
+  const close = (options?: CloseOptions) => {
+    activity?.stop();
+    return shutdown(options);
+  };
+  return Object.assign(middleware, { ...upgrades, close, [ACTIVITY]: activity });
 }

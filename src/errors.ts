@@ -26,6 +26,7 @@ export type ProxyErrorCode =
   | 'MISSING_HOST'
   | 'BAD_REQUEST'
   | 'ROUTE_NOT_FOUND'
+  | 'ROUTE_LOOKUP_TIMEOUT'
   | 'PAYLOAD_TOO_LARGE'
   | 'RATE_LIMITED'
   | 'UPSTREAM_UNREACHABLE'
@@ -150,6 +151,22 @@ export class RouteNotFoundError extends ProxyError {
   readonly description = 'No upstream is configured for this host.';
   constructor(detail = 'no route for host', init?: ProxyErrorInit) {
     super(detail, 'destination_not_found', init);
+  }
+}
+
+/**
+ * The route lookup (a route function, portHostRoutes' `resolve`) did not
+ * settle within `timeouts.route`. 504: the proxy waited on a server it needed
+ * (the platform's route store) to answer the request. `proxy_internal_error`,
+ * not a timeout type: RFC 9209's timeout types name the next hop's connection
+ * or response, and the next hop was never chosen, let alone contacted.
+ */
+export class RouteLookupTimeoutError extends ProxyError {
+  readonly statusCode = 504;
+  readonly code = 'ROUTE_LOOKUP_TIMEOUT';
+  readonly description = 'The proxy could not find the upstream for this host in time.';
+  constructor(detail = 'route lookup timed out', init?: ProxyErrorInit) {
+    super(detail, 'proxy_internal_error', init);
   }
 }
 

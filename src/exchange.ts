@@ -42,7 +42,7 @@ export interface Exchange {
   deferBody: boolean;
   /** This attempt's gate for a deferred body. */
   bodyGate: PassThrough | undefined;
-  /** The upstream's response, once it arrived. */
+  /** The upstream's response on its way to the client, once it arrived (unset again if the client side refuses its head). */
   upstreamResponse: IncomingMessage | undefined;
   /** Set when the upstream's response (or its 101) arrived: no replay after that. */
   upstreamResponded: boolean;

@@ -6,6 +6,7 @@ import { clientIsGone, type ClientSide, type Exchange } from './exchange.ts';
 import type { FailureHandler } from './failure.ts';
 import { limitBody } from './guards/body-limit.ts';
 import { requestFields, type Logger } from './logging.ts';
+import type { Observer } from './observe/observer.ts';
 import type { ResolvedOptions } from './options.ts';
 import type { Balancer } from './upstream/balancer.ts';
 import { awaitConnectableUpstream, mayRetryConnect, startupGraceOf } from './upstream/connect-retry.ts';
@@ -25,10 +26,11 @@ export interface ForwardingSettings {
   engine: Engine;
   balancer: Balancer;
   fail: FailureHandler;
+  observer: Observer;
 }
 
 /** The stages between a request's arrival and the engine, HTTP and WebSocket alike. */
-export function createForwarding({ config, logger, admit, engine, balancer, fail }: ForwardingSettings): Forwarding {
+export function createForwarding({ config, logger, admit, engine, balancer, fail, observer }: ForwardingSettings): Forwarding {
   /**
    * True (after a debug record) when the request must not be forwarded after
    * all: the client left while admission was awaiting, or the request came on
@@ -51,6 +53,7 @@ export function createForwarding({ config, logger, admit, engine, balancer, fail
       if (!res.shouldKeepAlive) markLastRequest(req, exchange.arrival);
       await admit(req, res, exchange, false);
       if (notToForward(req, res, exchange)) return;
+      observer.forwarded(res, exchange);
       const limit = exchange.route!.bodyLimit ?? config.bodyLimit;
       const counted = limitBody(req, limit, exchange.replacementBody, (err) => {
         exchange.proxyReq?.destroy(err);

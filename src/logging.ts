@@ -36,6 +36,8 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   // An ambiguous request is worth seeing: it is how smuggling attempts look.
   BAD_REQUEST: 'info',
   ROUTE_NOT_FOUND: 'debug',
+  // The route store (a database, an API) hangs: an incident of the platform's.
+  ROUTE_LOOKUP_TIMEOUT: 'warn',
   UPSTREAM_GONE: 'debug',
   PAYLOAD_TOO_LARGE: 'info',
   RATE_LIMITED: 'info',

@@ -10,10 +10,15 @@ import type { ErrorFormat } from './respond.ts';
 import { portHostRoutes } from './routes/port-host.ts';
 import { compileRoutes, type ProxyRequest, type RouteResolver, type Routes } from './routes/table.ts';
 import { compileTrust, type ForwardedMode, type TrustFunction, type TrustProxy } from './upstream/forwarded.ts';
-import type { MetricsOptions } from './observe/metrics.ts';
+import { resolveMetrics, type MetricsOptions, type MetricsSettings } from './observe/metrics.ts';
+import { resolveActivity, type ActivityListener, type ActivitySettings } from './observe/activity.ts';
+import { routeKeyOf, type RouteKey } from './routes/route-key.ts';
 import { resolveLingeringClose, type LingeringCloseOptions, type LingeringLimits } from './client/lingering-close.ts';
 import { parseGrace } from './routes/target.ts';
+import { DEFAULT_ROUTE_TIMEOUT } from './routes/deadline.ts';
+import { routeCacheOf, type RouteCacheLink } from './routes/cache.ts';
 import { DEFAULT_PASSIVE_HEALTH, type PassiveHealthOptions } from './upstream/balancer.ts';
+import { compileShaping, type RequestShaping, type RequestShapingOptions } from './upstream/shaping-options.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -22,6 +27,8 @@ export interface TimeoutOptions {
   response?: number;
   /** No byte either way for this many ms while a response streams: the exchange is aborted. */
   idle?: number;
+  /** A route function (or portHostRoutes' resolve) that has not answered within this many ms: 504, and its signal aborts. */
+  route?: number;
 }
 
 // Defined beside the shared checks (src/option-checks.ts); public from here, with the options.
@@ -93,8 +100,21 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   startupGrace?: number;
   /** For routes with several upstreams: when one is taken out of rotation (nginx's max_fails / fail_timeout). */
   passiveHealth?: PassiveHealthOptions;
-  /** Register the proxy's metrics in this prom-client Registry (prom-client is an optional peer dependency). */
+  /**
+   * `{ registry, name?, routeLabel?, maxRouteLabels? }`: register the proxy's metrics in this
+   * prom-client Registry, its series labelled `proxy: name` (prom-client is an optional peer dependency).
+   */
   metrics?: MetricsOptions;
+  /**
+   * Told `(key, { kind, openConnections })` when traffic for a route passes
+   * (key: portHostRoutes' sandbox id, else the host), at most once per
+   * `activityInterval` per key, and again each interval while a WebSocket or
+   * a response stays open: what a platform needs to stop idle sandboxes.
+   * Never awaited; a throw or rejection is logged.
+   */
+  onActivity?: ActivityListener;
+  /** ms between two `onActivity` reports for one key. Default 30000. */
+  activityInterval?: number;
   /**
    * When the proxy answers early (413, 404, 429...) and closes while the
    * client is still sending its body, it first reads and drops what the
@@ -103,11 +123,17 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
    * timeout: 5000, bytes: '256mb' }`.
    */
   lingeringClose?: LingeringCloseOptions;
+  /** `{ remove: [names], set: { name: value | (req, route) => value } }`: headers the upstream never gets, or gets from the proxy. A route may add its own. */
+  requestHeaders?: RequestShapingOptions<Req>['requestHeaders'];
+  /** Cookie names (or RegExps) dropped from the Cookie header the upstream gets. A route may add its own. */
+  removeCookies?: RequestShapingOptions<Req>['removeCookies'];
+  /** Query parameter names dropped from the request-target the upstream gets. A route may add its own. */
+  removeQuery?: RequestShapingOptions<Req>['removeQuery'];
 }
 
 // `satisfies`: a timeout added to TimeoutOptions without a default here (or
 // the reverse) does not compile, and the names below come from this one object.
-export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000, idle: 300_000 } as const satisfies Required<TimeoutOptions>;
+export const DEFAULT_TIMEOUTS = { connect: 10_000, response: 60_000, idle: 300_000, route: DEFAULT_ROUTE_TIMEOUT } as const satisfies Required<TimeoutOptions>;
 const TIMEOUT_NAMES = Object.keys(DEFAULT_TIMEOUTS) as Array<keyof TimeoutOptions>;
 
 export interface ResolvedOptions {
@@ -133,8 +159,15 @@ export interface ResolvedOptions {
   consumedBody: 'error' | 'reserialize';
   startupGrace: number;
   passiveHealth: Required<PassiveHealthOptions>;
-  metrics: MetricsOptions | undefined;
+  metrics: MetricsSettings | undefined;
+  activity: ActivitySettings | undefined;
+  /** What activity and the `route` label know a route by: the host, or the route function's own key. */
+  routeKey: RouteKey;
+  /** The cache in front of `routes` (cachedRoutes, portHostRoutes({ cache })), if any. */
+  routeCache: RouteCacheLink | undefined;
   lingeringClose: LingeringLimits;
+  /** requestHeaders, removeCookies and removeQuery compiled; undefined when they shape nothing. */
+  requestShaping: RequestShaping | undefined;
 }
 
 const KNOWN_OPTIONS = [
@@ -160,7 +193,12 @@ const KNOWN_OPTIONS = [
   'startupGrace',
   'passiveHealth',
   'metrics',
+  'onActivity',
+  'activityInterval',
   'lingeringClose',
+  'requestHeaders',
+  'removeCookies',
+  'removeQuery',
 ] as const satisfies ReadonlyArray<keyof ProxyOptions>;
 true satisfies EveryKeyListed<ProxyOptions, (typeof KNOWN_OPTIONS)[number]>;
 
@@ -178,11 +216,11 @@ function asOptionError<T>(check: () => T): T {
   }
 }
 
-function resolveRoutes(routes: unknown): RouteResolver {
+function resolveRoutes(routes: unknown, timeoutMs: number): RouteResolver {
   if (routes === undefined) fail('routes is required: a record of host -> target, a function (req) => target, or portHostRoutes(...)');
   // Uncalled, it looks like a route function and would fail every request with a 500.
   if (routes === portHostRoutes) fail('routes: portHostRoutes must be called with its options: routes: portHostRoutes({ domain, resolve })');
-  return asOptionError(() => compileRoutes(routes));
+  return asOptionError(() => compileRoutes(routes, timeoutMs));
 }
 
 function resolveLogger(value: unknown): Logger | undefined {
@@ -249,14 +287,6 @@ function resolvePassiveHealth(value: unknown): Required<PassiveHealthOptions> {
   return { maxFails, failTimeout: milliseconds(failTimeout, 'passiveHealth.failTimeout', DEFAULT_PASSIVE_HEALTH.failTimeout) };
 }
 
-function resolveMetrics(value: unknown): MetricsOptions | undefined {
-  if (value === undefined) return undefined;
-  const registry = (value as { registry?: { registerMetric?: unknown } } | null)?.registry;
-  if (typeof registry?.registerMetric !== 'function') fail(`metrics must be { registry } with a prom-client Registry; got ${show(value)}`);
-  rejectUnknownKeys(value as object, ['registry'], 'metrics.');
-  return value as MetricsOptions;
-}
-
 /** Checks every option once, at construction, and fills in defaults. */
 export function resolveOptions<Req extends IncomingMessage>(options: ProxyOptions<Req>): ResolvedOptions {
   if (options === null || typeof options !== 'object') fail(`createProxy(options) needs an options object; got ${show(options)}`);
@@ -284,10 +314,16 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     startupGrace = 0,
     passiveHealth,
     metrics,
+    onActivity,
+    activityInterval,
     lingeringClose,
+    requestHeaders,
+    removeCookies,
+    removeQuery,
   } = options;
 
-  const resolveRoute = resolveRoutes(routes);
+  const resolvedTimeouts = resolveTimeouts(timeouts);
+  const resolveRoute = resolveRoutes(routes, resolvedTimeouts.route);
   if (errorFormat !== 'text' && errorFormat !== 'json' && typeof errorFormat !== 'function') {
     fail(`errorFormat must be 'text', 'json' or a function (error, req) => { contentType, body }; got ${show(errorFormat)}`);
   }
@@ -311,7 +347,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     errorFormat,
     proxyStatusName: proxyStatus,
     onError,
-    timeouts: resolveTimeouts(timeouts),
+    timeouts: resolvedTimeouts,
     requestIdHeader: requestIdHeader === false ? false : requestIdHeader.toLowerCase(),
     changeOrigin,
     rateLimit: resolveRateLimit(rateLimit),
@@ -328,6 +364,10 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     startupGrace: asOptionError(() => parseGrace(startupGrace, 'startupGrace')),
     passiveHealth: resolvePassiveHealth(passiveHealth),
     metrics: resolveMetrics(metrics),
+    activity: resolveActivity(onActivity, activityInterval),
+    routeKey: routeKeyOf(routes),
+    routeCache: routeCacheOf(routes),
     lingeringClose: resolveLingeringClose(lingeringClose),
+    requestShaping: compileShaping({ requestHeaders, removeCookies, removeQuery }),
   };
 }

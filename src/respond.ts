@@ -70,7 +70,8 @@ export function buildErrorResponse(error: ProxyError, req: IncomingMessage, sett
 export function sendErrorResponse(res: ServerResponse, response: ErrorResponse): void {
   // Express adds X-Powered-By before any middleware runs; an error page names no software.
   res.removeHeader('x-powered-by');
-  res.writeHead(response.statusCode, response.headers);
+  // The reason phrase too: a writeHead that threw on an upstream's head has left that head's phrase on `res`.
+  res.writeHead(response.statusCode, response.statusText, response.headers);
   res.end(response.body);
 }
 

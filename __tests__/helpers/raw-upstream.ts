@@ -19,10 +19,11 @@ export interface RawUpstream extends Running {
  * A minimal HTTP/1.1 server on a raw socket, so a test controls exactly when
  * a kept-alive connection dies and whether a `Keep-Alive` hint is sent (Node's
  * own server always sends one, which hides the race). `decide` says what to do
- * with each request: answer it, or reset the connection.
+ * with each request: answer it, reset the connection, or ignore it (read it,
+ * never answer).
  */
 export async function startRawUpstream(options: {
-  decide: (exchange: RawExchange) => 'answer' | 'reset';
+  decide: (exchange: RawExchange) => 'answer' | 'reset' | 'ignore';
   /** Close a connection after this many ms without a request, sending no hint first. */
   idleCloseMs?: number;
 }): Promise<RawUpstream> {
@@ -53,11 +54,13 @@ export async function startRawUpstream(options: {
         const [method = '', path = ''] = head.split(' ');
         const exchange = { method, path, onConnection: ++onConnection, connection };
         upstream.seen.push(exchange);
-        if (options.decide(exchange) === 'reset') {
+        const decision = options.decide(exchange);
+        if (decision === 'reset') {
           clearTimeout(idleTimer);
           socket.resetAndDestroy();
           return;
         }
+        if (decision === 'ignore') continue;
         const body = `${method} ${path} #${exchange.onConnection}`;
         socket.write(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
         armIdle();

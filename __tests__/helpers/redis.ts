@@ -6,9 +6,13 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-/** A real redis-server on a free loopback port, in memory only. Stopping it is how tests make the store fail. */
-export async function startRedis(): Promise<RedisServer> {
-  const port = await closedPort();
+/**
+ * A real redis-server on a free loopback port (or on `port`, to start one
+ * again where a stopped one was), in memory only. Stopping it is how tests
+ * make the store fail.
+ */
+export async function startRedis(port?: number): Promise<RedisServer> {
+  port ??= await closedPort();
   const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -120,13 +120,13 @@ export function loggableKey(key: string): string {
   return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
-// Settings of an app that is not there: express-rate-limit's Express checks then find nothing to warn about.
+// Settings of an app whose `trust proxy` is not the rule in use: express-rate-limit's Express checks then find nothing to warn about.
 const NO_APP = { get: () => undefined };
 
 /**
  * The request express-rate-limit sees. Its own key generator runs, and with
- * it its checks on `trust proxy` and X-Forwarded-For (a permissive setting is
- * logged), on `request.ip`: inside Express with no `trustProxy` option,
+ * it its checks on `trust proxy` and X-Forwarded-For (of Express's setting
+ * when that is the rule), on `request.ip`: inside Express with no `trustProxy` option,
  * Express's own (the rule behind `req.ip`); else the client's address by the
  * `trustProxy` option (or, outside Express, the peer's), through a Proxy, so
  * the request itself is not written to. Either way a client cannot pick its
@@ -137,7 +137,9 @@ const NO_APP = { get: () => undefined };
 function limiterView(req: Request, trust: TrustFunction | undefined): Request {
   if (trust === undefined && req.ip !== undefined) return req;
   const ip = clientAddress(req, trustFor(req, trust));
-  const app = req.app ?? NO_APP;
+  // Here the key is the proxy's rule, not the app's `trust proxy`: checks of the
+  // app's setting (false with X-Forwarded-For, or true) would judge a setting not in use.
+  const app = NO_APP;
   return new Proxy(req, {
     get: (target, property) => (property === 'ip' ? ip : property === 'app' ? app : Reflect.get(target, property, target)),
   });

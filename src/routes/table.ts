@@ -1,5 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { RouteNotFoundError } from '../errors.ts';
+import { cachedLookupOf } from './cache.ts';
+import { createRouteDeadline, DEFAULT_ROUTE_TIMEOUT, type RouteLookup } from './deadline.ts';
 import { normalizeHost } from './host.ts';
 import { describe, normalizeTarget, type ResolvedRoute, type Target } from './target.ts';
 
@@ -17,23 +19,36 @@ export interface ProxyRequest extends IncomingMessage {
   path?: string;
 }
 
-export type RouteFunction<Req extends IncomingMessage = ProxyRequest> = (req: Req) => Target | undefined | Promise<Target | undefined>;
+/** `lookup.signal` aborts at `timeouts.route` or when the client leaves: hand it to the query. */
+export type RouteFunction<Req extends IncomingMessage = ProxyRequest> = (req: Req, lookup: RouteLookup) => Target | undefined | Promise<Target | undefined>;
 
 /** A record of exact host names, or a function of the request (see `portHostRoutes`). */
 export type Routes<Req extends IncomingMessage = ProxyRequest> = Readonly<Record<string, Target>> | RouteFunction<Req>;
 
-/** Finds the route for a request, or throws RouteNotFoundError. */
-export type RouteResolver = (req: IncomingMessage, host: string) => Promise<ResolvedRoute>;
+/**
+ * Finds the route for a request, or throws (or rejects with)
+ * RouteNotFoundError. A route known at once (a record, a cache hit) is
+ * returned as it is: no promise to wait on.
+ */
+export type RouteResolver = (req: IncomingMessage, host: string) => ResolvedRoute | Promise<ResolvedRoute>;
 
-/** Validates the table once, at construction, and returns the per-request lookup. */
-export function compileRoutes(routes: unknown): RouteResolver {
+function routeOf(target: Target | undefined | null): ResolvedRoute {
+  if (target === undefined || target === null) throw new RouteNotFoundError();
+  return normalizeTarget(target, 'the route function result');
+}
+
+/**
+ * Validates the table once, at construction, and returns the per-request
+ * lookup. A function runs under a deadline of `timeoutMs` (`timeouts.route`);
+ * a record needs none.
+ */
+export function compileRoutes(routes: unknown, timeoutMs = DEFAULT_ROUTE_TIMEOUT): RouteResolver {
   if (typeof routes === 'function') {
+    const cached = cachedLookupOf(routes);
+    if (cached) return (req, host) => cached(req, host, timeoutMs);
     const routeFor = routes as RouteFunction;
-    return async (req) => {
-      const target = await routeFor(req);
-      if (target === undefined || target === null) throw new RouteNotFoundError();
-      return normalizeTarget(target, 'the route function result');
-    };
+    const lookUp = createRouteDeadline(timeoutMs);
+    return (req) => lookUp(req, (lookup) => routeFor(req, lookup), routeOf);
   }
   if (typeof routes !== 'object' || routes === null || Array.isArray(routes)) {
     throw new TypeError(`routes must be a record of host -> target, or a function (req) => target; got ${describe(routes)}`);
@@ -46,7 +61,7 @@ export function compileRoutes(routes: unknown): RouteResolver {
     byHost.set(host, normalizeTarget(value, `routes[${JSON.stringify(key)}]`));
   }
   if (byHost.size === 0) throw new TypeError('routes must name at least one host');
-  return async (_req, host) => {
+  return (_req, host) => {
     const route = byHost.get(host);
     if (!route) throw new RouteNotFoundError();
     return route;

@@ -1,10 +1,12 @@
+import type { IncomingMessage } from 'node:http';
 import { parseBodyLimit } from '../guards/body-limit.ts';
+import { compileShaping, type RequestShaping, type RequestShapingOptions } from '../upstream/shaping-options.ts';
 
 /** Where a route sends requests: an `http:` or `https:` URL. Its path is prepended. */
 export type TargetUrl = string | URL;
 
-/** A target with per-route settings. */
-export interface RouteTarget {
+/** A target with per-route settings; its requestHeaders, removeCookies and removeQuery add to the proxy-wide ones. */
+export interface RouteTarget extends RequestShapingOptions<IncomingMessage> {
   /** One upstream, or several to balance between (round robin, with passive health). */
   target: TargetUrl | readonly TargetUrl[];
   /** Overrides the proxy-wide `bodyLimit` for this route. */
@@ -23,6 +25,8 @@ export interface ResolvedRoute {
   bodyLimit?: number | false;
   /** ms; `undefined` to use the proxy-wide grace. */
   startupGrace?: number;
+  /** The route's own request shaping, before the proxy-wide one is merged in; `undefined` for none. */
+  shaping?: RequestShaping;
 }
 
 const MAX_TIMER_MS = 2_147_483_647;
@@ -41,6 +45,8 @@ export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
     const route: ResolvedRoute = { targets: parseTargets(target, `${where}.target`) };
     if (bodyLimit !== undefined) route.bodyLimit = parseBodyLimit(bodyLimit, `${where}.bodyLimit`);
     if (startupGrace !== undefined) route.startupGrace = parseGrace(startupGrace, `${where}.startupGrace`);
+    const shaping = compileShaping(value as RouteTarget, where);
+    if (shaping) route.shaping = shaping;
     return route;
   }
   throw new TypeError(`${where} must be a URL string, a URL, an array of them, or { target, ...settings }; got ${describe(value)}`);

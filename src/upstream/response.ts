@@ -119,6 +119,10 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     } catch (err) {
       if (!res.headersSent) for (const name of res.getHeaderNames()) res.removeHeader(name);
       proxyReq.destroy();
+      // At the end of an empty body Node has already handed the socket back to the pool (proxyReq.destroy() no longer reaches it): not reused either.
+      proxyReq.socket?.destroy();
+      // Complete or not, this response goes no further: not the case of bytes after a complete response (failure.ts).
+      exchange.upstreamResponse = undefined;
       fail(new UpstreamProtocolError('response head the client side refuses', { cause: err }));
       return false;
     }
