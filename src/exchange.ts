@@ -50,6 +50,8 @@ export interface Exchange {
   clientHeadWritten: boolean;
   /** Set when a failure was handled, so a second error event cannot answer twice. */
   failed: boolean;
+  /** Where each engine call's listeners sit in the response's and request's lists (see engine.ts). */
+  attemptListeners: readonly number[] | undefined;
   /** Set once the request was replayed on a fresh connection (at most once). */
   retried: boolean;
 }
@@ -81,6 +83,7 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     clientHeadWritten: false,
     failed: false,
     retried: false,
+    attemptListeners: undefined,
   };
   (req as WithExchange)[EXCHANGE] = exchange;
   return exchange;
