@@ -59,9 +59,10 @@ export function createAdmission(config: ResolvedOptions, logger: Logger, balance
     } catch (err) {
       throw err instanceof ProxyError ? err : new InternalProxyError('route resolver failed', { cause: err });
     }
-    exchange.upstream = balancer.pick(exchange.route);
-
     exchange.trust = trustFor(req, config.trust);
+    exchange.upstream = balancer.pick(exchange.route, req, exchange);
+    // Counted until the client side closes: the response, or the WebSocket's socket.
+    if (exchange.countedAgainst) (isUpgrade ? req.socket : res).once('close', () => balancer.release(exchange));
     const clientsId = requestIdHeader === false ? undefined : req.headers[requestIdHeader];
     exchange.headerPlan = planUpstreamHeaders(req, {
       isUpgrade,

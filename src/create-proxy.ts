@@ -74,7 +74,7 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
   const activity = config.activity && createActivity(config.activity, logger);
   const observer = createObserver(config.metrics, activity, config.routeKey);
   if (config.metrics && config.routeCache) observeRouteCache(config.metrics, config.routeCache);
-  const balancer = createBalancer(config.passiveHealth, (upstream) => {
+  const balancer = createBalancer(config.passiveHealth, config.balance, (upstream) => {
     observer.ejected(upstream);
     logger.warn('upstream taken out of rotation after failed connects', { upstream, forMs: config.passiveHealth.failTimeout });
   });

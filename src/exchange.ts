@@ -19,6 +19,10 @@ export interface Exchange {
   route: ResolvedRoute | undefined;
   /** The route's upstream chosen for this request (one of `route.targets`). */
   upstream: URL | undefined;
+  /** least-connections: the upstream this exchange is counted against until it ends. */
+  countedAgainst: URL | undefined;
+  /** balance: { cookie }: the Set-Cookie that keeps the client on the upstream chosen for it. */
+  setCookie: string | undefined;
   /** performance.now() at arrival: a startup grace is counted from it. */
   startedAt: number;
   /** Connect retries to the same upstream so far (startup grace). */
@@ -66,6 +70,8 @@ export function beginExchange(req: IncomingMessage, next: NextFunction | undefin
     target: undefined,
     route: undefined,
     upstream: undefined,
+    countedAgainst: undefined,
+    setCookie: undefined,
     startedAt: performance.now(),
     connectAttempts: 0,
     triedAnother: false,

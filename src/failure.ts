@@ -38,7 +38,7 @@ export function createFailureHandler({ config, logger, balancer, observer, settl
    */
   function retryConnect(err: unknown, req: IncomingMessage, client: ClientSide, exchange: Exchange): unknown {
     const grace = startupGraceOf(exchange.route!, config.startupGrace);
-    const retry = planConnectRetry(err, exchange, balancer, grace);
+    const retry = planConnectRetry(err, req, exchange, balancer, grace);
     if ('error' in retry) return retry.error;
     logger.debug('upstream connect failed; trying again', { ...requestFields(req, exchange), next: retry.upstream.origin, delayMs: retry.delayMs });
     exchange.upstream = retry.upstream;

@@ -5,6 +5,7 @@ import { resolveRateLimit } from './guards/rate-limit-options.ts';
 import { adaptLogger, type LoggerOption } from './logger-adapters.ts';
 import type { Logger } from './logging.ts';
 import { booleanOption, fail, isRecord, milliseconds, ProxyOptionsError, rejectUnknownKeys, show, type EveryKeyListed } from './option-checks.ts';
+import { compileBalance, ROUND_ROBIN, type BalanceOption, type BalancePolicy } from './upstream/balance/options.ts';
 import type { AgentOption } from './upstream/agent.ts';
 import type { ErrorFormat } from './respond.ts';
 import { portHostRoutes } from './routes/port-host.ts';
@@ -98,6 +99,13 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
    * set its own.
    */
   startupGrace?: number;
+  /**
+   * For routes with several upstreams: how one is chosen. `'round-robin'`
+   * (default), `'least-connections'`, or one that keeps a client on its
+   * upstream: `'ip-hash'`, `{ cookie: 'name' }`, `{ hash: (req) => key }`.
+   * A route may set its own.
+   */
+  balance?: BalanceOption<Req>;
   /** For routes with several upstreams: when one is taken out of rotation (nginx's max_fails / fail_timeout). */
   passiveHealth?: PassiveHealthOptions;
   /**
@@ -158,6 +166,7 @@ export interface ResolvedOptions {
   fallthrough: boolean;
   consumedBody: 'error' | 'reserialize';
   startupGrace: number;
+  balance: BalancePolicy;
   passiveHealth: Required<PassiveHealthOptions>;
   metrics: MetricsSettings | undefined;
   activity: ActivitySettings | undefined;
@@ -191,6 +200,7 @@ const KNOWN_OPTIONS = [
   'fallthrough',
   'consumedBody',
   'startupGrace',
+  'balance',
   'passiveHealth',
   'metrics',
   'onActivity',
@@ -312,6 +322,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     fallthrough,
     consumedBody = 'error',
     startupGrace = 0,
+    balance,
     passiveHealth,
     metrics,
     onActivity,
@@ -362,6 +373,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     fallthrough: booleanOption(fallthrough, 'fallthrough', false),
     consumedBody,
     startupGrace: asOptionError(() => parseGrace(startupGrace, 'startupGrace')),
+    balance: balance === undefined ? ROUND_ROBIN : compileBalance(balance, 'balance'),
     passiveHealth: resolvePassiveHealth(passiveHealth),
     metrics: resolveMetrics(metrics),
     activity: resolveActivity(onActivity, activityInterval),

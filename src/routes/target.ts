@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { parseBodyLimit } from '../guards/body-limit.ts';
+import { compileBalance, type BalanceOption, type BalancePolicy } from '../upstream/balance/options.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from '../upstream/shaping-options.ts';
 
 /** Where a route sends requests: an `http:` or `https:` URL. Its path is prepended. */
@@ -7,8 +8,10 @@ export type TargetUrl = string | URL;
 
 /** A target with per-route settings; its requestHeaders, removeCookies and removeQuery add to the proxy-wide ones. */
 export interface RouteTarget extends RequestShapingOptions<IncomingMessage> {
-  /** One upstream, or several to balance between (round robin, with passive health). */
+  /** One upstream, or several to balance between (by `balance`, with passive health). */
   target: TargetUrl | readonly TargetUrl[];
+  /** Overrides the proxy-wide `balance` for this route. */
+  balance?: BalanceOption<IncomingMessage>;
   /** Overrides the proxy-wide `bodyLimit` for this route. */
   bodyLimit?: number | string | false;
   /** Overrides the proxy-wide `startupGrace` for this route (ms). */
@@ -23,6 +26,8 @@ export interface ResolvedRoute {
   targets: readonly URL[];
   /** Bytes; `false` for no limit; `undefined` to use the proxy-wide limit. */
   bodyLimit?: number | false;
+  /** `undefined` to use the proxy-wide policy. */
+  balance?: BalancePolicy;
   /** ms; `undefined` to use the proxy-wide grace. */
   startupGrace?: number;
   /** The route's own request shaping, before the proxy-wide one is merged in; `undefined` for none. */
@@ -41,9 +46,10 @@ function parseTargets(value: unknown, where: string): readonly URL[] {
 export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
   if (typeof value === 'string' || value instanceof URL || Array.isArray(value)) return { targets: parseTargets(value, where) };
   if (typeof value === 'object' && value !== null && 'target' in value) {
-    const { target, bodyLimit, startupGrace } = value as RouteTarget;
+    const { target, bodyLimit, startupGrace, balance } = value as RouteTarget;
     const route: ResolvedRoute = { targets: parseTargets(target, `${where}.target`) };
     if (bodyLimit !== undefined) route.bodyLimit = parseBodyLimit(bodyLimit, `${where}.bodyLimit`);
+    if (balance !== undefined) route.balance = compileBalance(balance, `${where}.balance`);
     if (startupGrace !== undefined) route.startupGrace = parseGrace(startupGrace, `${where}.startupGrace`);
     const shaping = compileShaping(value as RouteTarget, where);
     if (shaping) route.shaping = shaping;

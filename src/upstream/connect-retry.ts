@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
@@ -39,14 +40,14 @@ const MAX_BACKOFF_MS = 1_000;
  * health), or, while a startup grace lasts, to the same one after a backoff,
  * for an upstream that refuses because it is still booting.
  */
-export function planConnectRetry(err: unknown, exchange: Exchange, balancer: Balancer, grace: number): ConnectRetry {
+export function planConnectRetry(err: unknown, req: IncomingMessage, exchange: Exchange, balancer: Balancer, grace: number): ConnectRetry {
   const route = exchange.route!;
   const failed = exchange.upstream!;
   balancer.failed(route, failed);
   if (route.targets.length > 1 && !exchange.triedAnother) {
     exchange.triedAnother = true;
     try {
-      return { upstream: balancer.pick(route, failed), delayMs: 0 };
+      return { upstream: balancer.pick(route, req, exchange, failed), delayMs: 0 };
     } catch {
       // Every other upstream is out too: answered below.
     }
@@ -99,14 +100,14 @@ function probe(upstream: URL, timeoutMs: number): Promise<void> {
  * upstreams, find one that accepts connections first, by the same rules as
  * HTTP. Throws the error to answer with when there is none.
  */
-export async function awaitConnectableUpstream(exchange: Exchange, balancer: Balancer, grace: number, connectTimeoutMs: number): Promise<void> {
+export async function awaitConnectableUpstream(req: IncomingMessage, exchange: Exchange, balancer: Balancer, grace: number, connectTimeoutMs: number): Promise<void> {
   for (;;) {
     try {
       await probe(exchange.upstream!, connectTimeoutMs);
       balancer.succeeded(exchange.upstream!);
       return;
     } catch (err) {
-      const retry = planConnectRetry(err, exchange, balancer, grace);
+      const retry = planConnectRetry(err, req, exchange, balancer, grace);
       if ('error' in retry) throw retry.error;
       exchange.upstream = retry.upstream;
       if (retry.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, retry.delayMs));

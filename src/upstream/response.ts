@@ -73,6 +73,8 @@ function clientHead(proxyRes: IncomingMessage, context: RelayContext): ClientHea
     const rewritten = REWRITABLE_FIELDS.has(lower) ? rewriteField(rewrites, context.req, context.exchange.upstream!, context.exchange.trust!, lower, value) : value;
     lines.push(name, rewritten);
   }
+  // The one field the proxy adds: balance: { cookie } keeping the client on this upstream.
+  if (context.exchange.setCookie) lines.push('Set-Cookie', context.exchange.setCookie);
   return { lines, eventStream };
 }
 
