@@ -59,8 +59,9 @@ export function createAdmission(config: ResolvedOptions, logger: Logger, balance
     } catch (err) {
       throw err instanceof ProxyError ? err : new InternalProxyError('route resolver failed', { cause: err });
     }
+    const route = exchange.route;
     exchange.trust = trustFor(req, config.trust);
-    exchange.upstream = balancer.pick(exchange.route, req, exchange);
+    exchange.upstream = balancer.pick(route, req, exchange);
     // Counted until the client side closes: the response, or the WebSocket's socket.
     if (exchange.countedAgainst) (isUpgrade ? req.socket : res).once('close', () => balancer.release(exchange));
     const clientsId = requestIdHeader === false ? undefined : req.headers[requestIdHeader];
@@ -68,14 +69,17 @@ export function createAdmission(config: ResolvedOptions, logger: Logger, balance
       isUpgrade,
       requestIdHeader,
       newRequestId: clientsId === exchange.requestId ? undefined : exchange.requestId,
-      forwarded: { mode: config.forwarded, trust: exchange.trust, via: config.via },
+      forwarded: { mode: route.forwarded ?? config.forwarded, trust: exchange.trust, via: config.via },
     });
+    // Before shaping, so removeQuery sees the path the upstream will get.
+    const pathRewrite = route.pathRewrite ?? config.pathRewrite;
+    if (pathRewrite && exchange.target.path !== '*') exchange.target.path = pathRewrite(exchange.target.path, req);
     // What the upstream may not see (the platform's credentials), HTTP and WebSocket alike.
-    const shaping = exchange.route.shaping ? routeShaping(exchange.route.shaping, config.requestShaping) : config.requestShaping;
+    const shaping = route.shaping ? routeShaping(route.shaping, config.requestShaping) : config.requestShaping;
     if (shaping) await shapeRequest(req, exchange, shaping);
     if (isUpgrade) return;
     replaceConsumedBody(req, exchange, exchange.headerPlan, config.consumedBody);
     // A body that may have to go to another upstream, or wait for one to boot, is held until connected.
-    exchange.deferBody = declaresBody(req) && mayRetryConnect(exchange.route, config.startupGrace);
+    exchange.deferBody = declaresBody(req) && mayRetryConnect(route, config.startupGrace);
   };
 }

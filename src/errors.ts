@@ -36,6 +36,7 @@ export type ProxyErrorCode =
   | 'UPSTREAM_GONE'
   | 'GUARD_UNAVAILABLE'
   | 'PROXY_CONFIGURATION'
+  | 'PATH_REWRITE_FAILED'
   | 'SHUTTING_DOWN'
   | 'INTERNAL_PROXY_ERROR';
 
@@ -266,6 +267,20 @@ export class ProxyConfigurationError extends ProxyError {
   readonly code = 'PROXY_CONFIGURATION';
   readonly description = 'The proxy is misconfigured for this request.';
   constructor(detail = 'proxy misconfigured', init?: ProxyErrorInit) {
+    super(detail, 'proxy_configuration_error', init);
+  }
+}
+
+/**
+ * A route's `pathRewrite` threw, or gave something that is not an
+ * origin-form path (it must start with `/`). 500: the route is set up wrong,
+ * and nothing went upstream.
+ */
+export class PathRewriteError extends ProxyError {
+  readonly statusCode = 500;
+  readonly code = 'PATH_REWRITE_FAILED';
+  readonly description = 'The proxy could not rewrite the request path.';
+  constructor(detail = 'pathRewrite failed', init?: ProxyErrorInit) {
     super(detail, 'proxy_configuration_error', init);
   }
 }

@@ -70,7 +70,7 @@ export function createForwarding({ config, logger, admit, engine, balancer, fail
       await admit(req, new http.ServerResponse(req), exchange, true);
       const route = exchange.route!;
       if (mayRetryConnect(route, config.startupGrace)) {
-        await awaitConnectableUpstream(req, exchange, balancer, startupGraceOf(route, config.startupGrace), config.timeouts.connect);
+        await awaitConnectableUpstream(req, exchange, balancer, startupGraceOf(route, config.startupGrace), route.timeouts?.connect ?? config.timeouts.connect);
       }
       if (notToForward(req, socket, exchange)) return;
       engine.upgrade(req, socket, head);

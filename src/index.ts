@@ -36,6 +36,7 @@ export {
   GuardUnavailableError,
   InternalProxyError,
   ProxyConfigurationError,
+  PathRewriteError,
   ShuttingDownError,
   isProxyError,
   type ProxyErrorCode,

@@ -47,6 +47,7 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   UPSTREAM_PROTOCOL_ERROR: 'warn',
   GUARD_UNAVAILABLE: 'error',
   PROXY_CONFIGURATION: 'error',
+  PATH_REWRITE_FAILED: 'error',
   SHUTTING_DOWN: 'debug',
   INTERNAL_PROXY_ERROR: 'error',
 };

@@ -45,6 +45,11 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
+/** An option path in quotes; escaped only when it holds what would confuse a reader (a route's host is quoted inside already). */
+function quoted(path: string): string {
+  return /^[\x20-\x7e]*$/.test(path) ? `"${path}"` : JSON.stringify(path);
+}
+
 /**
  * Refuses a key that is not in `known`, naming the closest known one (a typo
  * or a wrong case) or, when none is close, all of them. `prefix` is the path
@@ -54,8 +59,8 @@ export function rejectUnknownKeys(value: object, known: readonly string[], prefi
   for (const key of Object.keys(value)) {
     if (known.includes(key)) continue;
     const guess = closestName(key, known);
-    const hint = guess === undefined ? `known options are ${known.map((k) => prefix + k).join(', ')}` : `did you mean ${JSON.stringify(prefix + guess)}?`;
-    fail(`unknown option ${JSON.stringify(prefix + key)}; ${hint}`);
+    const hint = guess === undefined ? `known options are ${known.map((k) => prefix + k).join(', ')}` : `did you mean ${quoted(prefix + guess)}?`;
+    fail(`unknown option ${quoted(prefix + key)}; ${hint}`);
   }
 }
 

@@ -20,6 +20,9 @@ import { DEFAULT_ROUTE_TIMEOUT } from './routes/deadline.ts';
 import { routeCacheOf, type RouteCacheLink } from './routes/cache.ts';
 import { DEFAULT_PASSIVE_HEALTH, type PassiveHealthOptions } from './upstream/balancer.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from './upstream/shaping-options.ts';
+import { FORWARDED_MODES, isForwardedMode } from './routes/route-settings.ts';
+import { compilePathRewrite, type PathRewrite, type PathRewriteOption } from './upstream/path-rewrite.ts';
+import { compileResponseHeaders, type ResponseHeadersOptions, type ResponseShaping } from './upstream/response-headers.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -137,6 +140,18 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   removeCookies?: RequestShapingOptions<Req>['removeCookies'];
   /** Query parameter names dropped from the request-target the upstream gets. A route may add its own. */
   removeQuery?: RequestShapingOptions<Req>['removeQuery'];
+  /**
+   * `{ remove: [names], set: { name: value | (upstreamResponse, req) => value } }`:
+   * headers taken off, or given, on every upstream response (never on the
+   * proxy's own error responses). A route may add its own.
+   */
+  responseHeaders?: ResponseHeadersOptions<Req>;
+  /**
+   * The request-target the upstream gets: a function `(path, req) => path`
+   * or a record `{ '/prefix': '/replacement' }`, applied after the mount is
+   * stripped. A route may set its own.
+   */
+  pathRewrite?: PathRewriteOption<Req>;
 }
 
 // `satisfies`: a timeout added to TimeoutOptions without a default here (or
@@ -177,6 +192,8 @@ export interface ResolvedOptions {
   lingeringClose: LingeringLimits;
   /** requestHeaders, removeCookies and removeQuery compiled; undefined when they shape nothing. */
   requestShaping: RequestShaping | undefined;
+  responseHeaders: ResponseShaping | undefined;
+  pathRewrite: PathRewrite | undefined;
 }
 
 const KNOWN_OPTIONS = [
@@ -209,6 +226,8 @@ const KNOWN_OPTIONS = [
   'requestHeaders',
   'removeCookies',
   'removeQuery',
+  'responseHeaders',
+  'pathRewrite',
 ] as const satisfies ReadonlyArray<keyof ProxyOptions>;
 true satisfies EveryKeyListed<ProxyOptions, (typeof KNOWN_OPTIONS)[number]>;
 
@@ -331,6 +350,8 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     requestHeaders,
     removeCookies,
     removeQuery,
+    responseHeaders,
+    pathRewrite,
   } = options;
 
   const resolvedTimeouts = resolveTimeouts(timeouts);
@@ -346,9 +367,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     fail(`requestIdHeader must be false or a header name; got ${show(requestIdHeader)}`);
   }
   booleanOption(changeOrigin, 'changeOrigin', false);
-  if (forwarded !== false && forwarded !== 'x-forwarded' && forwarded !== 'rfc7239' && forwarded !== 'both') {
-    fail(`forwarded must be 'x-forwarded', 'rfc7239', 'both' or false; got ${show(forwarded)}`);
-  }
+  if (!isForwardedMode(forwarded)) fail(`forwarded must be ${FORWARDED_MODES}; got ${show(forwarded)}`);
   if (via !== false && (typeof via !== 'string' || !SF_TOKEN.test(via))) fail(`via must be false or a name made of letters, digits and _-.:/; got ${show(via)}`);
   if (consumedBody !== 'error' && consumedBody !== 'reserialize') fail(`consumedBody must be 'error' or 'reserialize'; got ${show(consumedBody)}`);
 
@@ -381,5 +400,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     routeCache: routeCacheOf(routes),
     lingeringClose: resolveLingeringClose(lingeringClose),
     requestShaping: compileShaping({ requestHeaders, removeCookies, removeQuery }),
+    responseHeaders: compileResponseHeaders(responseHeaders, 'responseHeaders'),
+    pathRewrite: compilePathRewrite(pathRewrite, 'pathRewrite'),
   };
 }

@@ -1,13 +1,15 @@
 import type { IncomingMessage } from 'node:http';
 import { parseBodyLimit } from '../guards/body-limit.ts';
 import { compileBalance, type BalanceOption, type BalancePolicy } from '../upstream/balance/options.ts';
+import { rejectUnknownKeys } from '../option-checks.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from '../upstream/shaping-options.ts';
+import { parseRouteSettings, type RouteSettings, type RouteSettingsOptions } from './route-settings.ts';
 
 /** Where a route sends requests: an `http:` or `https:` URL. Its path is prepended. */
 export type TargetUrl = string | URL;
 
 /** A target with per-route settings; its requestHeaders, removeCookies and removeQuery add to the proxy-wide ones. */
-export interface RouteTarget extends RequestShapingOptions<IncomingMessage> {
+export interface RouteTarget extends RequestShapingOptions<IncomingMessage>, RouteSettingsOptions<IncomingMessage> {
   /** One upstream, or several to balance between (by `balance`, with passive health). */
   target: TargetUrl | readonly TargetUrl[];
   /** Overrides the proxy-wide `balance` for this route. */
@@ -21,7 +23,7 @@ export interface RouteTarget extends RequestShapingOptions<IncomingMessage> {
 export type Target = TargetUrl | readonly TargetUrl[] | RouteTarget;
 
 /** A target after validation, as the rest of the proxy uses it. */
-export interface ResolvedRoute {
+export interface ResolvedRoute extends RouteSettings {
   /** At least one. */
   targets: readonly URL[];
   /** Bytes; `false` for no limit; `undefined` to use the proxy-wide limit. */
@@ -36,6 +38,23 @@ export interface ResolvedRoute {
 
 const MAX_TIMER_MS = 2_147_483_647;
 
+/** Every key a route object may have: any other is a mistake, refused with the closest name. */
+const ROUTE_KEYS = [
+  'target',
+  'balance',
+  'bodyLimit',
+  'startupGrace',
+  'requestHeaders',
+  'removeCookies',
+  'removeQuery',
+  'timeouts',
+  'changeOrigin',
+  'forwarded',
+  'rewriteLocation',
+  'responseHeaders',
+  'pathRewrite',
+] as const satisfies ReadonlyArray<keyof RouteTarget>;
+
 function parseTargets(value: unknown, where: string): readonly URL[] {
   if (!Array.isArray(value)) return [parseTargetUrl(value, where)];
   if (value.length === 0) throw new TypeError(`${where} must name at least one upstream; got an empty array`);
@@ -46,8 +65,9 @@ function parseTargets(value: unknown, where: string): readonly URL[] {
 export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
   if (typeof value === 'string' || value instanceof URL || Array.isArray(value)) return { targets: parseTargets(value, where) };
   if (typeof value === 'object' && value !== null && 'target' in value) {
+    rejectUnknownKeys(value, ROUTE_KEYS, `${where}.`);
     const { target, bodyLimit, startupGrace, balance } = value as RouteTarget;
-    const route: ResolvedRoute = { targets: parseTargets(target, `${where}.target`) };
+    const route: ResolvedRoute = { targets: parseTargets(target, `${where}.target`), ...parseRouteSettings(value as Record<string, unknown>, where) };
     if (bodyLimit !== undefined) route.bodyLimit = parseBodyLimit(bodyLimit, `${where}.bodyLimit`);
     if (balance !== undefined) route.balance = compileBalance(balance, `${where}.balance`);
     if (startupGrace !== undefined) route.startupGrace = parseGrace(startupGrace, `${where}.startupGrace`);

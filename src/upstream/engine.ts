@@ -97,7 +97,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
       agent: fresh ? false : upstream.protocol === 'https:' ? agents.https : agents.http,
       headers: exchange.headerPlan!.set,
       ignorePath: true,
-      changeOrigin,
+      changeOrigin: exchange.route!.changeOrigin ?? changeOrigin,
       ...(buffer && { buffer }),
     };
   }
@@ -176,14 +176,14 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
       undoEngineEdits(req, exchange.headerPlan!);
       // Before the clocks: taking over drops every 'response' listener there is so far.
       takeOverResponse(proxyReq, req, res, exchange);
-      armTimeouts(proxyReq, timeouts);
+      armTimeouts(proxyReq, timeouts, exchange.route!.timeouts);
       whenConnected(proxyReq, req, exchange);
     });
     server.on('proxyReqWs', (proxyReq, req, socket) => {
       const exchange = exchangeOf(req)!;
       exchange.proxyReq = proxyReq;
       applyRemovals(proxyReq, exchange.headerPlan!);
-      armTimeouts(proxyReq, timeouts);
+      armTimeouts(proxyReq, timeouts, exchange.route!.timeouts);
       // Ahead of httpxy, which writes a refusal's status line to the socket as it came.
       proxyReq.prependListener('response', (proxyRes) => {
         exchange.upstreamResponded = true;

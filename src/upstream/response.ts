@@ -3,6 +3,7 @@ import type { UnreadBodySettler } from '../client/body.ts';
 import { UpstreamProtocolError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
+import { responseShapingFor, shapeResponseHead } from './response-headers.ts';
 import { REWRITABLE_FIELDS, rewriteField, type RewriteSettings } from './rewrite.ts';
 
 // RFC 9112 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
@@ -70,11 +71,9 @@ function clientHead(proxyRes: IncomingMessage, context: RelayContext): ClientHea
     }
     if (HOP_BY_HOP.has(lower) || listed?.includes(lower)) continue;
     if (lower === 'content-type') eventStream = value.toLowerCase().startsWith('text/event-stream');
-    const rewritten = REWRITABLE_FIELDS.has(lower) ? rewriteField(rewrites, context.req, context.exchange.upstream!, context.exchange.trust!, lower, value) : value;
+    const rewritten = REWRITABLE_FIELDS.has(lower) ? rewriteField(rewrites, context.exchange.route!, context.req, context.exchange.upstream!, context.exchange.trust!, lower, value) : value;
     lines.push(name, rewritten);
   }
-  // The one field the proxy adds: balance: { cookie } keeping the client on this upstream.
-  if (context.exchange.setCookie) lines.push('Set-Cookie', context.exchange.setCookie);
   return { lines, eventStream };
 }
 
@@ -112,7 +111,21 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     return;
   }
 
-  const { lines, eventStream } = clientHead(proxyRes, context);
+  const head = clientHead(proxyRes, context);
+  let { lines } = head;
+  const shaping = responseShapingFor(exchange.route!.responseHeaders, context.rewrites.responseHeaders);
+  if (shaping) {
+    try {
+      lines = shapeResponseHead(lines, shaping, proxyRes, req);
+    } catch (err) {
+      // Still in the 'response' event: nothing of the body is read, nothing sent; the connection is not reused.
+      proxyReq.destroy();
+      fail(err);
+      return;
+    }
+  }
+  // The one field the proxy adds of its own: balance: { cookie } keeping the client on this upstream.
+  if (exchange.setCookie) lines.push('Set-Cookie', exchange.setCookie);
   const writeHead = (): boolean => {
     // The exchange may have failed since (a client gone, a timeout): then the client has its answer.
     if (exchange.failed || res.headersSent) return false;
@@ -146,7 +159,7 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     if (!exchange.clientHeadWritten && writeHead()) res.end();
   });
 
-  if (eventStream) {
+  if (head.eventStream) {
     if (!writeHead()) return;
     res.flushHeaders();
     proxyRes.pipe(res);

@@ -1,10 +1,14 @@
 import type { IncomingMessage } from 'node:http';
+import type { ResolvedRoute } from '../routes/target.ts';
 import { clientOrigin, type TrustFunction } from './forwarded.ts';
+import type { ResponseShaping } from './response-headers.ts';
 
+/** The proxy-wide settings of what the relay changes in an upstream's response head (a route may override some). */
 export interface RewriteSettings {
   rewriteLocation: boolean;
   cookieDomain: Readonly<Record<string, string>> | undefined;
   cookiePath: Readonly<Record<string, string>> | undefined;
+  responseHeaders: ResponseShaping | undefined;
 }
 
 const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]']);
@@ -60,14 +64,14 @@ export const REWRITABLE_FIELDS = new Set(['location', 'content-location', 'set-c
  * so. Called only for REWRITABLE_FIELDS, so a response without them costs
  * nothing here.
  */
-export function rewriteField(settings: RewriteSettings, req: IncomingMessage, target: URL, trust: TrustFunction, lowerName: string, value: string): string {
+export function rewriteField(settings: RewriteSettings, route: ResolvedRoute, req: IncomingMessage, target: URL, trust: TrustFunction, lowerName: string, value: string): string {
   if (lowerName === 'set-cookie') {
     let cookie = value;
     if (settings.cookieDomain) cookie = rewriteCookieAttribute(cookie, 'domain', settings.cookieDomain);
     if (settings.cookiePath) cookie = rewriteCookieAttribute(cookie, 'path', settings.cookiePath);
     return cookie;
   }
-  if (!settings.rewriteLocation) return value;
+  if (!(route.rewriteLocation ?? settings.rewriteLocation)) return value;
   // Express's mount path; a plain node:http server has none.
   const mountPath = (req as { baseUrl?: string }).baseUrl ?? '';
   return rewriteLocation(value, target, () => clientOrigin(req, trust), mountPath);

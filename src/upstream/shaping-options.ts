@@ -86,15 +86,20 @@ const RESERVED: ReadonlyMap<string, string> = new Map([
   ),
 ]);
 
-function headerName(value: unknown, where: string): string {
+/** A header name an option may set or remove, lower-cased; `reserved` maps the names it may not to the reason. */
+export function optionHeaderName(value: unknown, where: string, reserved: ReadonlyMap<string, string>): string {
   if (typeof value !== 'string' || !TOKEN.test(value)) fail(`${where} must be a header name; got ${show(value)}`);
   const lower = value.toLowerCase();
-  const reserved = RESERVED.get(lower);
-  if (reserved) fail(`${where}: ${JSON.stringify(value)} cannot be set or removed: ${reserved}`);
+  const reason = reserved.get(lower);
+  if (reason) fail(`${where}: ${JSON.stringify(value)} cannot be set or removed: ${reason}`);
   return lower;
 }
 
-function stringList(value: unknown, where: string): unknown[] {
+function headerName(value: unknown, where: string): string {
+  return optionHeaderName(value, where, RESERVED);
+}
+
+export function stringList(value: unknown, where: string): unknown[] {
   if (!Array.isArray(value)) fail(`${where} must be an array; got ${show(value)}`);
   return value;
 }

@@ -18,7 +18,11 @@ export interface ExchangeTimeouts {
  * One timer at a time, and plain `on` listeners (every event here fires once
  * per request): this runs for every request, so it allocates little.
  */
-export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts): void {
+export function armTimeouts(proxyReq: ClientRequest, proxyWide: ExchangeTimeouts, route: Partial<ExchangeTimeouts> | undefined): void {
+  // A route's own clocks, where it sets them (read once: no merged object per request).
+  const connectMs = route?.connect ?? proxyWide.connect;
+  const responseMs = route?.response ?? proxyWide.response;
+  const idleMs = route?.idle ?? proxyWide.idle;
   let timer: NodeJS.Timeout | undefined;
   // The response clock starts once the connection is up and the whole request
   // has been sent: a slow upload is the client's time, not the upstream's.
@@ -32,8 +36,8 @@ export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts)
     timer = undefined;
     proxyReq.destroy(
       connected
-        ? new UpstreamTimeoutError(`no response headers within ${timeouts.response} ms`, { proxyStatus: 'http_response_timeout' })
-        : new UpstreamTimeoutError(`no connection within ${timeouts.connect} ms`, { proxyStatus: 'connection_timeout' }),
+        ? new UpstreamTimeoutError(`no response headers within ${responseMs} ms`, { proxyStatus: 'http_response_timeout' })
+        : new UpstreamTimeoutError(`no connection within ${connectMs} ms`, { proxyStatus: 'connection_timeout' }),
     );
   };
   const restart = (ms: number) => {
@@ -41,7 +45,7 @@ export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts)
     timer = settled ? undefined : setTimeout(expire, ms);
   };
   const startResponseClock = () => {
-    if (connected && sent && !settled) restart(timeouts.response);
+    if (connected && sent && !settled) restart(responseMs);
   };
   const settle = () => {
     if (settled) return;
@@ -50,7 +54,7 @@ export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts)
   };
 
   if (!connected) {
-    timer = setTimeout(expire, timeouts.connect);
+    timer = setTimeout(expire, connectMs);
     // once: the socket outlives this request in the pool.
     socket!.once('connect', () => {
       connected = true;
@@ -67,8 +71,8 @@ export function armTimeouts(proxyReq: ClientRequest, timeouts: ExchangeTimeouts)
     settle();
     // Idle: no byte either way on the upstream socket while the body streams.
     // Node's socket timeout is exactly that, and it is reset on every read and write.
-    proxyReq.setTimeout(timeouts.idle, () =>
-      proxyReq.destroy(new UpstreamTimeoutError(`no data for ${timeouts.idle} ms while streaming`, { proxyStatus: 'connection_read_timeout' })),
+    proxyReq.setTimeout(idleMs, () =>
+      proxyReq.destroy(new UpstreamTimeoutError(`no data for ${idleMs} ms while streaming`, { proxyStatus: 'connection_read_timeout' })),
     );
   });
   // A WebSocket's frames have no clock of ours: they may rightly be quiet for hours.
