@@ -123,6 +123,9 @@ describe.each(EXPRESS_VERSIONS)('upgradeThrough(app, mountPath) (%s)', (_name, e
       ['/preview/x', '/x'],
       ['/preview?x', '/?x'],
       ['/preview/x/y?z=1', '/x/y?z=1'],
+      // Express matches a mount in any case: so does upgradeThrough, or the upgrade would hang with nobody to answer it.
+      ['/PREVIEW/x', '/x'],
+      ['/Preview', '/'],
     ])('proxies a WebSocket at %s; the upstream sees %s', async (path, upstreamPath) => {
       const app = await start(given);
       const opened = await openSoon(app.port, path);

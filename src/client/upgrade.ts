@@ -47,7 +47,8 @@ export function takeUpgrade(req: IncomingMessage): PendingUpgrade | undefined {
 /** True for a request-target at or below `prefix` ('' for everything). */
 export function isUnderPath(url: string, prefix: string): boolean {
   if (!prefix) return true;
-  if (!url.startsWith(prefix)) return false;
+  // Case-insensitive, as Express matches app.use('/preview', ...) by default.
+  if (url.length < prefix.length || url.slice(0, prefix.length).toLowerCase() !== prefix.toLowerCase()) return false;
   const next = url[prefix.length];
   return next === undefined || next === '/' || next === '?';
 }
