@@ -6,8 +6,11 @@ import type { Pinning } from './pinning.ts';
 import type { Scenario, Settings } from './scenarios.ts';
 
 /** From the physical limit, through the engine and the frameworks, to honest-proxy and the alternatives. */
-export const VARIANTS = ['direct', 'tcp-pipe', 'httpxy-raw', 'httpxy-express', 'hpm', 'honest-proxy', 'honest-proxy-bare', 'express-http-proxy', 'fastify-http-proxy'] as const;
+export const VARIANTS = ['direct', 'tcp-pipe', 'httpxy-raw', 'httpxy-express', 'hpm', 'honest-proxy', 'honest-proxy-bare', 'honest-proxy-10k-hosts', 'honest-proxy-cached', 'express-http-proxy', 'fastify-http-proxy'] as const;
 export type Variant = (typeof VARIANTS)[number];
+
+/** Variants a full run leaves out unless named with --variants. */
+export const ON_REQUEST: readonly Variant[] = ['honest-proxy-10k-hosts', 'honest-proxy-cached'];
 
 /** How variants are named in tables. */
 export const LABELS: Record<Variant, string> = {
@@ -18,6 +21,8 @@ export const LABELS: Record<Variant, string> = {
   hpm: 'hpm (bare)',
   'honest-proxy': 'honest-proxy (guards on)',
   'honest-proxy-bare': 'honest-proxy (guards off)',
+  'honest-proxy-10k-hosts': 'honest-proxy, 10,000-host record table',
+  'honest-proxy-cached': 'honest-proxy, cachedRoutes (warm)',
   'express-http-proxy': 'express-http-proxy',
   'fastify-http-proxy': '@fastify/http-proxy',
 };
@@ -30,7 +35,7 @@ export const LABELS: Record<Variant, string> = {
 export const NOT_ON_ERROR_PATH: readonly Variant[] = ['direct', 'tcp-pipe'];
 
 /** The honest-proxy variants: every target about errors holds for both. */
-export const HONEST: readonly Variant[] = ['honest-proxy', 'honest-proxy-bare'];
+export const HONEST: readonly Variant[] = ['honest-proxy', 'honest-proxy-bare', 'honest-proxy-10k-hosts', 'honest-proxy-cached'];
 
 /**
  * What one measured window cost, from the children's own process.cpuUsage()

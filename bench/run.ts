@@ -11,7 +11,7 @@ import { startChild, stopAllChildren } from './ipc/parent.ts';
 import { measureLoad, measureTransfer, type Context } from './measure.ts';
 import { checkAffinity, describePinning, setUpPinning } from './pinning.ts';
 import { anomalies, fullReport } from './report.ts';
-import { VARIANTS, type RunResult, type Variant } from './results.ts';
+import { ON_REQUEST, VARIANTS, type RunResult, type Variant } from './results.ts';
 import { SCENARIOS, SETTINGS } from './scenarios.ts';
 import { evaluateTargets } from './targets.ts';
 
@@ -66,7 +66,8 @@ function writeAtomically(name: string, text: string): string {
 async function main(): Promise<void> {
   const settings = SETTINGS[flags.quick ? 'quick' : 'full'];
   const scenarios = SCENARIOS.filter((s) => pick(flags.only, SCENARIOS.map((x) => x.id), 'scenario').includes(s.id));
-  const variants: Variant[] = pick(flags.variants, VARIANTS, 'variant');
+  // The route-table variants answer one question (does a big or cached table cost more?): named, not run by default.
+  const variants: Variant[] = flags.variants ? pick(flags.variants, VARIANTS, 'variant') : VARIANTS.filter((v) => !ON_REQUEST.includes(v));
   const filtered = Boolean(flags.only || flags.variants);
   const runDir = mkdtempSync(join(os.tmpdir(), 'honest-proxy-bench-'));
   const logDir = join(runDir, 'logs');

@@ -17,15 +17,17 @@ class DiscardTransport extends Transport {
   }
 }
 
-type Guards = Pick<ProxyOptions, 'rateLimit' | 'bodyLimit'>;
+type Settings = Pick<ProxyOptions, 'rateLimit' | 'bodyLimit'> & { routes?: ProxyOptions['routes'] };
 
-/** Shared with honest-proxy-bare.ts, which differs only in its guards. */
-export async function startHonestProxy(target: string, guards: Guards): Promise<StartedVariant> {
+/** The guards of this variant: on, and never triggering. */
+export const GUARDS_ON: Settings = { rateLimit: { windowMs: 60_000, limit: 1_000_000_000 }, bodyLimit: '1gb' };
+
+/** Shared with the other honest-proxy variants, which differ only in their guards or their route table. */
+export async function startHonestProxy(target: string, settings: Settings): Promise<StartedVariant> {
   const logger = winston.createLogger({ level: 'info', transports: [new DiscardTransport()] });
   const app = express();
-  app.use(createProxy({ routes: { [HOST]: target }, logger, ...guards }));
+  app.use(createProxy({ routes: { [HOST]: target }, logger, ...settings }));
   return { port: await listen(app) };
 }
 
-export const start: StartVariant = (target) =>
-  startHonestProxy(target, { rateLimit: { windowMs: 60_000, limit: 1_000_000_000 }, bodyLimit: '1gb' });
+export const start: StartVariant = (target) => startHonestProxy(target, GUARDS_ON);
