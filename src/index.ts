@@ -31,6 +31,7 @@ export {
   UpstreamUnreachableError,
   UpstreamTimeoutError,
   UpstreamProtocolError,
+  ResponseTransformError,
   UpstreamUnavailableError,
   UpstreamGoneError,
   GuardUnavailableError,

@@ -20,6 +20,7 @@ import { DEFAULT_ROUTE_TIMEOUT } from './routes/deadline.ts';
 import { routeCacheOf, type RouteCacheLink } from './routes/cache.ts';
 import { DEFAULT_PASSIVE_HEALTH, type PassiveHealthOptions } from './upstream/balancer.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from './upstream/shaping-options.ts';
+import { compileTransform, type TransformResponseOptions, type TransformRule } from './upstream/transform-options.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -137,6 +138,12 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   removeCookies?: RequestShapingOptions<Req>['removeCookies'];
   /** Query parameter names dropped from the request-target the upstream gets. A route may add its own. */
   removeQuery?: RequestShapingOptions<Req>['removeQuery'];
+  /**
+   * `{ when: ({ status, headers, req }) => boolean, transform: (context) => Transform }`:
+   * rewrite the bodies `when` chooses as they stream (gzip, deflate and br
+   * decoded first; the result is sent unencoded). A route may set its own, or `false`.
+   */
+  transformResponse?: TransformResponseOptions<Req> | false;
 }
 
 // `satisfies`: a timeout added to TimeoutOptions without a default here (or
@@ -177,6 +184,8 @@ export interface ResolvedOptions {
   lingeringClose: LingeringLimits;
   /** requestHeaders, removeCookies and removeQuery compiled; undefined when they shape nothing. */
   requestShaping: RequestShaping | undefined;
+  /** The proxy-wide transformResponse; undefined when unset or false. */
+  transformResponse: TransformRule | undefined;
 }
 
 const KNOWN_OPTIONS = [
@@ -209,6 +218,7 @@ const KNOWN_OPTIONS = [
   'requestHeaders',
   'removeCookies',
   'removeQuery',
+  'transformResponse',
 ] as const satisfies ReadonlyArray<keyof ProxyOptions>;
 true satisfies EveryKeyListed<ProxyOptions, (typeof KNOWN_OPTIONS)[number]>;
 
@@ -331,6 +341,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     requestHeaders,
     removeCookies,
     removeQuery,
+    transformResponse,
   } = options;
 
   const resolvedTimeouts = resolveTimeouts(timeouts);
@@ -381,5 +392,6 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     routeCache: routeCacheOf(routes),
     lingeringClose: resolveLingeringClose(lingeringClose),
     requestShaping: compileShaping({ requestHeaders, removeCookies, removeQuery }),
+    transformResponse: compileTransform(transformResponse, 'transformResponse') || undefined,
   };
 }
