@@ -173,6 +173,16 @@ async function startUpstream(scene: Pick<Scene, 'sent' | 'slowClosed'>): Promise
         res.writeHead(200, { 'content-type': 'text/html', 'content-encoding': url.searchParams.get('as')!, 'content-length': body.length, etag: '"odd"' });
         return res.end(body);
       }
+      case '/transfer-coded': {
+        // gzip as a transfer-coding: Node's client leaves it on the bytes, so no transform can read them.
+        const body = zlib.gzipSync(HTML);
+        scene.sent.set(url.pathname, body);
+        res.writeHead(200, { 'content-type': 'text/html', 'transfer-encoding': 'gzip, chunked' });
+        return res.end(body);
+      }
+      case '/empty':
+        res.writeHead(201, 'Made', { 'content-type': 'text/html', 'x-app': 'kept', 'content-length': 0 });
+        return res.end();
       case '/no-content':
         res.writeHead(204, { etag: '"nc"', 'content-type': 'text/html' });
         return res.end();
@@ -216,7 +226,7 @@ async function startUpstream(scene: Pick<Scene, 'sent' | 'slowClosed'>): Promise
       case '/quick': {
         // The whole body at once: only the transform is slow.
         res.writeHead(200, { 'content-type': 'text/plain' });
-        return res.end('x'.repeat(256 * 1024));
+        return res.end('x'.repeat(64 * 1024));
       }
       case '/endless': {
         res.writeHead(200, { 'content-type': 'text/plain' });
@@ -311,10 +321,13 @@ function routesFor(scene: Scene): ProxyOptions['routes'] {
       transformResponse: {
         when: () => true,
         transform: () => {
+          // Slow, and 64 times as much out as in: the upstream is long done while it still has output for the client.
           const transform = new Transform({
-            highWaterMark: 1024,
             transform(chunk: Buffer, _encoding, callback) {
-              setTimeout(() => callback(null, chunk), 20);
+              setTimeout(() => {
+                for (let i = 0; i < 64; i++) this.push(chunk);
+                callback();
+              }, 20);
             },
           });
           scene.transformClosed.push(new Promise((resolve) => transform.once('close', () => resolve())));
@@ -446,6 +459,23 @@ describe.each(EXPRESS_VERSIONS)('transformResponse (%s)', (_name, express) => {
     expect(scene.records.slice(from)).toEqual(
       expect.arrayContaining([expect.objectContaining({ level: 'debug', message: expect.stringContaining('cannot be decoded'), contentEncoding: as })]),
     );
+  });
+
+  it('sends the upstream`s head for a transformed body that turns out empty', async () => {
+    const raw = await openRaw(scene.front.port);
+    await raw.write(`GET ${PREFIX}/empty HTTP/1.1\r\nHost: all.localhost\r\n\r\n`);
+    expect(await raw.waitForResponses(1, 2000)).toBe(true);
+    const [response] = raw.responses();
+    raw.destroy();
+    expect(response!.statusLine).toBe('HTTP/1.1 201 Made');
+    expect(response!.headers).toMatchObject({ 'x-app': 'kept', 'transfer-encoding': 'chunked' });
+    expect(response!.body.length).toBe(0);
+  });
+
+  it('passes a body with a transfer-coding besides chunked untouched', async () => {
+    const got = await get(scene.front.port, 'all.localhost', `${PREFIX}/transfer-coded`);
+    expect(got.headers['transfer-encoding']).toBe('gzip, chunked');
+    expect(got.body.equals(scene.sent.get('/transfer-coded')!)).toBe(true);
   });
 
   it.each([
