@@ -200,11 +200,12 @@ function streamTransformed(
   // Listeners before pipeline's own: the stream that fails first is told
   // first, before pipeline destroys the others with its error.
   const decoder = createDecoder?.();
-  decoder?.once('error', (err) => {
+  // `on`, not `once`: a stream of the app's may emit more than one error, and an unheard one would crash the process.
+  decoder?.on('error', (err) => {
     if (foreign(err)) return;
     report(new UpstreamProtocolError(`response body does not decode as ${coding}`, { proxyStatus: 'http_response_content_coding', cause: err }));
   });
-  transform.once('error', (err) => {
+  transform.on('error', (err) => {
     if (foreign(err)) return;
     transformFailed('transform failed', err);
   });
