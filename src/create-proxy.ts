@@ -90,6 +90,7 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     balancer,
     settleUnreadBody,
     fail: handleFailure,
+    transforms: { wide: config.transformResponse, logger },
     onWebSocket(req, exchange, client, upstream) {
       observer.webSocketOpened(req, exchange, client);
       trackWebSocket(tracker, { client, upstream }, () => observer.webSocketClosed(req, exchange, client));

@@ -15,6 +15,7 @@ export type ProxyStatusErrorType =
   | 'connection_read_timeout'
   | 'dns_error'
   | 'http_protocol_error'
+  | 'http_response_content_coding'
   | 'http_response_timeout'
   | 'tls_protocol_error'
   | 'tls_certificate_error'
@@ -35,6 +36,7 @@ export type ProxyErrorCode =
   | 'UPSTREAM_UNAVAILABLE'
   | 'UPSTREAM_GONE'
   | 'GUARD_UNAVAILABLE'
+  | 'RESPONSE_TRANSFORM_FAILED'
   | 'PROXY_CONFIGURATION'
   | 'PATH_REWRITE_FAILED'
   | 'SHUTTING_DOWN'
@@ -219,6 +221,24 @@ export class UpstreamProtocolError extends ProxyError {
   readonly description = 'The upstream server sent an invalid response.';
   constructor(detail = 'invalid upstream response', init?: ProxyErrorInit) {
     super(detail, 'http_protocol_error', init);
+  }
+}
+
+/**
+ * A `transformResponse` function of the proxy's configuration failed: `when`
+ * or `transform` threw, or the stream `transform` returned errored. 502 as
+ * the issue asks: the response the upstream sent could not be turned into
+ * the one the client was to get. `proxy_internal_error` because the fault is
+ * in the proxy's own code (RFC 9209: "unrelated to the origin"), not in the
+ * upstream; logged at error with its cause and stack. After the head went
+ * out it is an abort, like any failure then.
+ */
+export class ResponseTransformError extends ProxyError {
+  readonly statusCode = 502;
+  readonly code = 'RESPONSE_TRANSFORM_FAILED';
+  readonly description = 'The proxy could not rewrite the upstream response.';
+  constructor(detail = 'response transform failed', init?: ProxyErrorInit) {
+    super(detail, 'proxy_internal_error', init);
   }
 }
 

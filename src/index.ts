@@ -6,6 +6,7 @@ export { cachedRoutes, type CachedRoutes, type CachedRoutesOptions, type RouteCa
 export type { RedisClientLike } from './routes/cache-redis.ts';
 export type { Target, TargetUrl, RouteTarget } from './routes/target.ts';
 export type { RequestHeadersOptions, HeaderValueFunction, RouteInfo } from './upstream/shaping-options.ts';
+export type { TransformResponseOptions, ResponseTransformContext } from './upstream/transform-options.ts';
 export { ProxyOptionsError, DEFAULT_TIMEOUTS, type ProxyOptions, type TimeoutOptions } from './options.ts';
 export { IDLE_SOCKET_MS } from './upstream/agent.ts';
 export type { CloseOptions } from './lifecycle/shutdown.ts';
@@ -31,6 +32,7 @@ export {
   UpstreamUnreachableError,
   UpstreamTimeoutError,
   UpstreamProtocolError,
+  ResponseTransformError,
   UpstreamUnavailableError,
   UpstreamGoneError,
   GuardUnavailableError,

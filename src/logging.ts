@@ -46,6 +46,8 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   UPSTREAM_TIMEOUT: 'warn',
   UPSTREAM_PROTOCOL_ERROR: 'warn',
   GUARD_UNAVAILABLE: 'error',
+  // A transformResponse function of the app's that fails: a bug to fix, like ours.
+  RESPONSE_TRANSFORM_FAILED: 'error',
   PROXY_CONFIGURATION: 'error',
   PATH_REWRITE_FAILED: 'error',
   SHUTTING_DOWN: 'debug',

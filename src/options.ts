@@ -23,6 +23,7 @@ import { compileShaping, type RequestShaping, type RequestShapingOptions } from 
 import { FORWARDED_MODES, isForwardedMode } from './routes/route-settings.ts';
 import { compilePathRewrite, type PathRewrite, type PathRewriteOption } from './upstream/path-rewrite.ts';
 import { compileResponseHeaders, type ResponseHeadersOptions, type ResponseShaping } from './upstream/response-headers.ts';
+import { compileTransform, type TransformResponseOptions, type TransformRule } from './upstream/transform-options.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -152,6 +153,12 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
    * stripped. A route may set its own.
    */
   pathRewrite?: PathRewriteOption<Req>;
+  /**
+   * `{ when: ({ status, headers, req }) => boolean, transform: (context) => Transform }`:
+   * rewrite the bodies `when` chooses as they stream (gzip, deflate and br
+   * decoded first; the result is sent unencoded). A route may set its own, or `false`.
+   */
+  transformResponse?: TransformResponseOptions<Req> | false;
 }
 
 // `satisfies`: a timeout added to TimeoutOptions without a default here (or
@@ -194,6 +201,8 @@ export interface ResolvedOptions {
   requestShaping: RequestShaping | undefined;
   responseHeaders: ResponseShaping | undefined;
   pathRewrite: PathRewrite | undefined;
+  /** The proxy-wide transformResponse; undefined when unset or false. */
+  transformResponse: TransformRule | undefined;
 }
 
 const KNOWN_OPTIONS = [
@@ -228,6 +237,7 @@ const KNOWN_OPTIONS = [
   'removeQuery',
   'responseHeaders',
   'pathRewrite',
+  'transformResponse',
 ] as const satisfies ReadonlyArray<keyof ProxyOptions>;
 true satisfies EveryKeyListed<ProxyOptions, (typeof KNOWN_OPTIONS)[number]>;
 
@@ -352,6 +362,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     removeQuery,
     responseHeaders,
     pathRewrite,
+    transformResponse,
   } = options;
 
   const resolvedTimeouts = resolveTimeouts(timeouts);
@@ -402,5 +413,6 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     requestShaping: compileShaping({ requestHeaders, removeCookies, removeQuery }),
     responseHeaders: compileResponseHeaders(responseHeaders, 'responseHeaders'),
     pathRewrite: compilePathRewrite(pathRewrite, 'pathRewrite'),
+    transformResponse: compileTransform(transformResponse, 'transformResponse') || undefined,
   };
 }

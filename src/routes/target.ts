@@ -3,6 +3,7 @@ import { parseBodyLimit } from '../guards/body-limit.ts';
 import { compileBalance, type BalanceOption, type BalancePolicy } from '../upstream/balance/options.ts';
 import { rejectUnknownKeys } from '../option-checks.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from '../upstream/shaping-options.ts';
+import { compileTransform, type TransformResponseOptions, type TransformRule } from '../upstream/transform-options.ts';
 import { parseRouteSettings, type RouteSettings, type RouteSettingsOptions } from './route-settings.ts';
 
 /** Where a route sends requests: an `http:` or `https:` URL. Its path is prepended. */
@@ -18,6 +19,8 @@ export interface RouteTarget extends RequestShapingOptions<IncomingMessage>, Rou
   bodyLimit?: number | string | false;
   /** Overrides the proxy-wide `startupGrace` for this route (ms). */
   startupGrace?: number;
+  /** Replaces the proxy-wide `transformResponse` for this route; `false` transforms nothing here. */
+  transformResponse?: TransformResponseOptions<IncomingMessage> | false;
 }
 
 export type Target = TargetUrl | readonly TargetUrl[] | RouteTarget;
@@ -34,6 +37,8 @@ export interface ResolvedRoute extends RouteSettings {
   startupGrace?: number;
   /** The route's own request shaping, before the proxy-wide one is merged in; `undefined` for none. */
   shaping?: RequestShaping;
+  /** The route's own transformResponse (`false`: none here); `undefined` to use the proxy-wide one. */
+  transformResponse?: TransformRule | false;
 }
 
 const MAX_TIMER_MS = 2_147_483_647;
@@ -53,6 +58,7 @@ const ROUTE_KEYS = [
   'rewriteLocation',
   'responseHeaders',
   'pathRewrite',
+  'transformResponse',
 ] as const satisfies ReadonlyArray<keyof RouteTarget>;
 
 function parseTargets(value: unknown, where: string): readonly URL[] {
@@ -66,13 +72,15 @@ export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
   if (typeof value === 'string' || value instanceof URL || Array.isArray(value)) return { targets: parseTargets(value, where) };
   if (typeof value === 'object' && value !== null && 'target' in value) {
     rejectUnknownKeys(value, ROUTE_KEYS, `${where}.`);
-    const { target, bodyLimit, startupGrace, balance } = value as RouteTarget;
+    const { target, bodyLimit, startupGrace, balance, transformResponse } = value as RouteTarget;
     const route: ResolvedRoute = { targets: parseTargets(target, `${where}.target`), ...parseRouteSettings(value as Record<string, unknown>, where) };
     if (bodyLimit !== undefined) route.bodyLimit = parseBodyLimit(bodyLimit, `${where}.bodyLimit`);
     if (balance !== undefined) route.balance = compileBalance(balance, `${where}.balance`);
     if (startupGrace !== undefined) route.startupGrace = parseGrace(startupGrace, `${where}.startupGrace`);
     const shaping = compileShaping(value as RouteTarget, where);
     if (shaping) route.shaping = shaping;
+    const transform = compileTransform(transformResponse, `${where}.transformResponse`);
+    if (transform !== undefined) route.transformResponse = transform;
     return route;
   }
   throw new TypeError(`${where} must be a URL string, a URL, an array of them, or { target, ...settings }; got ${describe(value)}`);

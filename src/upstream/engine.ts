@@ -10,6 +10,7 @@ import { requestFields, type Logger } from '../logging.ts';
 import type { UpstreamAgents } from './agent.ts';
 import { applyRemovals, undoEngineEdits } from './request-headers.ts';
 import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
+import type { ResponseTransforms } from './response-transform.ts';
 import type { RewriteSettings } from './rewrite.ts';
 import type { Balancer } from './balancer.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
@@ -33,6 +34,7 @@ export interface EngineSettings {
   balancer: Balancer;
   settleUnreadBody: UnreadBodySettler;
   fail: FailureHandler;
+  transforms: ResponseTransforms;
   /** A WebSocket is open: the client's socket and the upstream's. */
   onWebSocket: (req: IncomingMessage, exchange: Exchange, client: Duplex, upstream: Duplex) => void;
 }
@@ -76,7 +78,7 @@ function removeRun(emitter: IncomingMessage | ServerResponse, event: string, fro
   for (const listener of emitter.rawListeners(event).slice(from, to)) emitter.removeListener(event, listener as () => void);
 }
 
-export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, onWebSocket }: EngineSettings): Engine {
+export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, transforms, onWebSocket }: EngineSettings): Engine {
   /**
    * This request's options for httpxy: routing and header decisions were made
    * in admission; here they are handed over with the connection pool and,
@@ -131,7 +133,7 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
   function takeOverResponse(proxyReq: ClientRequest, req: IncomingMessage, res: ServerResponse, exchange: Exchange): void {
     const failHere = (err: unknown) => fail(err, req, res);
     proxyReq.removeAllListeners('response');
-    proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrites, settleUnreadBody, fail: failHere }));
+    proxyReq.on('response', (proxyRes) => relayResponse(proxyRes, { req, res, exchange, proxyReq, rewrites, settleUnreadBody, fail: failHere, transforms }));
     proxyReq.on('information', (info) => relayEarlyHints(info, req, res));
     // Node leaves a request hanging on a 101 it did not ask for unless someone listens.
     proxyReq.on('upgrade', (_proxyRes, socket) => {

@@ -4,6 +4,7 @@ import { UpstreamProtocolError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
 import { responseShapingFor, shapeResponseHead } from './response-headers.ts';
+import { relayTransformed, type ResponseTransforms } from './response-transform.ts';
 import { REWRITABLE_FIELDS, rewriteField, type RewriteSettings } from './rewrite.ts';
 
 // RFC 9112 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ).
@@ -86,6 +87,8 @@ export interface RelayContext {
   rewrites: RewriteSettings;
   settleUnreadBody: UnreadBodySettler;
   fail: (err: unknown) => void;
+  /** transformResponse: the proxy-wide rule (a route's own is on the route). */
+  transforms: ResponseTransforms;
 }
 
 /**
@@ -95,6 +98,8 @@ export interface RelayContext {
  * only an abort is honest. The head goes out with the first body byte (or at
  * the end of an empty body; at once for an event stream), so an upstream that
  * dies between its head and its body is a 502, never a silent empty 200.
+ * A response a `transformResponse` chooses takes the same rule through its
+ * own pipeline (response-transform.ts); every other one is relayed here.
  */
 export function relayResponse(proxyRes: IncomingMessage, context: RelayContext): void {
   const { req, res, exchange, proxyReq, fail } = context;
@@ -126,11 +131,11 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
   }
   // The one field the proxy adds of its own: balance: { cookie } keeping the client on this upstream.
   if (exchange.setCookie) lines.push('Set-Cookie', exchange.setCookie);
-  const writeHead = (): boolean => {
+  const writeHead = (fields: readonly string[]): boolean => {
     // The exchange may have failed since (a client gone, a timeout): then the client has its answer.
     if (exchange.failed || res.headersSent) return false;
     try {
-      res.writeHead(proxyRes.statusCode!, proxyRes.statusMessage, lines);
+      res.writeHead(proxyRes.statusCode!, proxyRes.statusMessage, fields as string[]);
     } catch (err) {
       if (!res.headersSent) for (const name of res.getHeaderNames()) res.removeHeader(name);
       proxyReq.destroy();
@@ -145,6 +150,10 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     return true;
   };
 
+  // The one test a response pays when no transform is set: the route's own, then the proxy-wide one.
+  const rule = exchange.route!.transformResponse ?? context.transforms.wide;
+  const transformed = rule ? relayTransformed(rule, proxyRes, context, { lines, eventStream: head.eventStream, writeHead }) : false;
+
   proxyRes.on('close', () => {
     if (proxyRes.complete) return;
     fail(new UpstreamUnreachableError('upstream closed the connection mid-response', { proxyStatus: 'connection_terminated', cause: proxyRes.errored ?? undefined }));
@@ -156,11 +165,13 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
       context.settleUnreadBody(req, res, exchange.arrival);
       proxyReq.destroy();
     }
-    if (!exchange.clientHeadWritten && writeHead()) res.end();
+    if (!transformed && !exchange.clientHeadWritten && writeHead(lines)) res.end();
   });
 
+  if (transformed) return;
+
   if (head.eventStream) {
-    if (!writeHead()) return;
+    if (!writeHead(lines)) return;
     res.flushHeaders();
     proxyRes.pipe(res);
     // Behind compression(), each event would wait in the compressor's buffer.
@@ -169,7 +180,7 @@ export function relayResponse(proxyRes: IncomingMessage, context: RelayContext):
     return;
   }
   proxyRes.once('data', (chunk: Buffer) => {
-    if (!writeHead()) return;
+    if (!writeHead(lines)) return;
     res.write(chunk);
     proxyRes.pipe(res);
   });
