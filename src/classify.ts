@@ -13,6 +13,8 @@ type Classification = { kind: 'unreachable' | 'timeout'; proxyStatus: ProxyStatu
 const BY_CODE: Record<string, Classification> = {
   ECONNREFUSED: { kind: 'unreachable', proxyStatus: 'connection_refused' },
   ENOTFOUND: { kind: 'unreachable', proxyStatus: 'dns_error' },
+  // A unix socket file that does not exist: there is nothing at that address.
+  ENOENT: { kind: 'unreachable', proxyStatus: 'destination_not_found' },
   EAI_AGAIN: { kind: 'unreachable', proxyStatus: 'dns_error' },
   EAI_FAIL: { kind: 'unreachable', proxyStatus: 'dns_error' },
   EAI_NONAME: { kind: 'unreachable', proxyStatus: 'dns_error' },

@@ -1,19 +1,40 @@
 import type { IncomingMessage } from 'node:http';
 import { parseBodyLimit } from '../guards/body-limit.ts';
+import { unixUpstream } from '../upstream/address.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from '../upstream/shaping-options.ts';
 
-/** Where a route sends requests: an `http:` or `https:` URL. Its path is prepended. */
+/**
+ * Where a route sends requests: an `http:` or `https:` URL, whose path is
+ * prepended, or `unix:/path/to/app.sock` for a unix domain socket.
+ */
 export type TargetUrl = string | URL;
 
-/** A target with per-route settings; its requestHeaders, removeCookies and removeQuery add to the proxy-wide ones. */
-export interface RouteTarget extends RequestShapingOptions<IncomingMessage> {
-  /** One upstream, or several to balance between (round robin, with passive health). */
-  target: TargetUrl | readonly TargetUrl[];
+/** The settings a route object may carry besides where it goes. */
+interface RouteSettings extends RequestShapingOptions<IncomingMessage> {
   /** Overrides the proxy-wide `bodyLimit` for this route. */
   bodyLimit?: number | string | false;
   /** Overrides the proxy-wide `startupGrace` for this route (ms). */
   startupGrace?: number;
 }
+
+/**
+ * A target with per-route settings; its requestHeaders, removeCookies and
+ * removeQuery add to the proxy-wide ones. It names its upstream with
+ * `target`, or with `socketPath` for a unix domain socket.
+ */
+export type RouteTarget = RouteSettings &
+  (
+    | {
+        /** One upstream, or several to balance between (round robin, with passive health). */
+        target: TargetUrl | readonly TargetUrl[];
+        socketPath?: never;
+      }
+    | {
+        /** The absolute path of a unix domain socket the upstream listens on; the same as `target: 'unix:' + socketPath`. */
+        socketPath: string;
+        target?: never;
+      }
+  );
 
 export type Target = TargetUrl | readonly TargetUrl[] | RouteTarget;
 
@@ -40,16 +61,18 @@ function parseTargets(value: unknown, where: string): readonly URL[] {
 /** Parses and checks a target; throws a TypeError that says where the bad value came from. */
 export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
   if (typeof value === 'string' || value instanceof URL || Array.isArray(value)) return { targets: parseTargets(value, where) };
-  if (typeof value === 'object' && value !== null && 'target' in value) {
-    const { target, bodyLimit, startupGrace } = value as RouteTarget;
-    const route: ResolvedRoute = { targets: parseTargets(target, `${where}.target`) };
+  if (typeof value === 'object' && value !== null && ('target' in value || 'socketPath' in value)) {
+    const { target, socketPath, bodyLimit, startupGrace } = value as RouteTarget;
+    if (target !== undefined && socketPath !== undefined) throw new TypeError(`${where} must name its upstream with target or with socketPath, not both`);
+    const targets = socketPath === undefined ? parseTargets(target, `${where}.target`) : [parseSocketPath(socketPath, `${where}.socketPath`)];
+    const route: ResolvedRoute = { targets };
     if (bodyLimit !== undefined) route.bodyLimit = parseBodyLimit(bodyLimit, `${where}.bodyLimit`);
     if (startupGrace !== undefined) route.startupGrace = parseGrace(startupGrace, `${where}.startupGrace`);
     const shaping = compileShaping(value as RouteTarget, where);
     if (shaping) route.shaping = shaping;
     return route;
   }
-  throw new TypeError(`${where} must be a URL string, a URL, an array of them, or { target, ...settings }; got ${describe(value)}`);
+  throw new TypeError(`${where} must be a URL string, a URL, an array of them, or { target | socketPath, ...settings }; got ${describe(value)}`);
 }
 
 /** A startup grace: whole ms from 0 (off) up to the largest timer. */
@@ -58,17 +81,41 @@ export function parseGrace(value: unknown, where: string): number {
   throw new TypeError(`${where} must be a whole number of milliseconds from 0 (off) to ${MAX_TIMER_MS}; got ${describe(value)}`);
 }
 
+const TARGET_FORMS = 'an absolute http: or https: URL, or unix:/path/to.sock';
+
 function parseTargetUrl(value: unknown, where: string): URL {
+  // Everything after `unix:` is the path, as written: no percent-decoding of a file name.
+  if (typeof value === 'string' && value.startsWith('unix:')) return parseSocketPath(value.slice('unix:'.length), where);
   let url: URL;
   try {
     url = value instanceof URL ? new URL(value.href) : new URL(String(value));
   } catch {
-    throw new TypeError(`${where} must be an absolute http: or https: URL; got ${describe(value)}`);
+    throw new TypeError(`${where} must be ${TARGET_FORMS}; got ${describe(value)}`);
+  }
+  if (url.protocol === 'unix:') {
+    let path: string;
+    try {
+      path = decodeURIComponent(url.pathname);
+    } catch {
+      throw new TypeError(`${where} must be ${TARGET_FORMS}; got ${describe(value)}`);
+    }
+    return parseSocketPath(path, where);
   }
   if ((url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) {
-    throw new TypeError(`${where} must be an absolute http: or https: URL; got ${describe(value)}`);
+    throw new TypeError(`${where} must be ${TARGET_FORMS}; got ${describe(value)}`);
   }
   return url;
+}
+
+/**
+ * A socket path must be absolute: a relative one would be looked up from
+ * whatever the working directory is at connect time.
+ */
+function parseSocketPath(value: unknown, where: string): URL {
+  if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0')) {
+    throw new TypeError(`${where} must be the absolute path of a unix domain socket, such as "/run/app.sock"; got ${describe(value)}`);
+  }
+  return unixUpstream(value);
 }
 
 export function describe(value: unknown): string {

@@ -7,6 +7,7 @@ import { UpstreamProtocolError } from '../errors.ts';
 import { exchangeOf, type Exchange } from '../exchange.ts';
 import type { FailureHandler } from '../failure.ts';
 import { requestFields, type Logger } from '../logging.ts';
+import { socketPathOf } from './address.ts';
 import type { UpstreamAgents } from './agent.ts';
 import { applyRemovals, undoEngineEdits } from './request-headers.ts';
 import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
@@ -46,6 +47,10 @@ export interface EngineSettings {
  * as HPM does for URL targets.)
  */
 export function upstreamTarget(target: URL, path: string) {
+  const socketPath = socketPathOf(target);
+  // Node connects to the socket and ignores host and port, which name the
+  // Host that changeOrigin sends: `localhost`, as curl's --unix-socket does.
+  if (socketPath !== undefined) return { protocol: 'http:', host: 'localhost', hostname: 'localhost', port: '', socketPath, pathname: path };
   let pathname = path;
   if (path !== '*') {
     const base = target.pathname.endsWith('/') ? target.pathname.slice(0, -1) : target.pathname;
