@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { parseBodyLimit } from '../guards/body-limit.ts';
 import { unixUpstream } from '../upstream/address.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from '../upstream/shaping-options.ts';
+import { parseTls, type TlsSettings, type UpstreamTlsOptions } from '../upstream/tls.ts';
 
 /**
  * Where a route sends requests: an `http:` or `https:` URL, whose path is
@@ -15,6 +16,8 @@ interface RouteSettings extends RequestShapingOptions<IncomingMessage> {
   bodyLimit?: number | string | false;
   /** Overrides the proxy-wide `startupGrace` for this route (ms). */
   startupGrace?: number;
+  /** TLS to this route's `https:` upstreams; replaces the proxy-wide `tls` whole. */
+  tls?: UpstreamTlsOptions;
 }
 
 /**
@@ -48,6 +51,8 @@ export interface ResolvedRoute {
   startupGrace?: number;
   /** The route's own request shaping, before the proxy-wide one is merged in; `undefined` for none. */
   shaping?: RequestShaping;
+  /** The route's own TLS setting; `undefined` to use the proxy-wide one. */
+  tls?: TlsSettings;
 }
 
 const MAX_TIMER_MS = 2_147_483_647;
@@ -62,17 +67,25 @@ function parseTargets(value: unknown, where: string): readonly URL[] {
 export function normalizeTarget(value: unknown, where: string): ResolvedRoute {
   if (typeof value === 'string' || value instanceof URL || Array.isArray(value)) return { targets: parseTargets(value, where) };
   if (typeof value === 'object' && value !== null && ('target' in value || 'socketPath' in value)) {
-    const { target, socketPath, bodyLimit, startupGrace } = value as RouteTarget;
+    const { target, socketPath, bodyLimit, startupGrace, tls } = value as RouteTarget;
     if (target !== undefined && socketPath !== undefined) throw new TypeError(`${where} must name its upstream with target or with socketPath, not both`);
     const targets = socketPath === undefined ? parseTargets(target, `${where}.target`) : [parseSocketPath(socketPath, `${where}.socketPath`)];
     const route: ResolvedRoute = { targets };
     if (bodyLimit !== undefined) route.bodyLimit = parseBodyLimit(bodyLimit, `${where}.bodyLimit`);
     if (startupGrace !== undefined) route.startupGrace = parseGrace(startupGrace, `${where}.startupGrace`);
+    if (tls !== undefined) route.tls = routeTls(tls, targets, `${where}.tls`);
     const shaping = compileShaping(value as RouteTarget, where);
     if (shaping) route.shaping = shaping;
     return route;
   }
   throw new TypeError(`${where} must be a URL string, a URL, an array of them, or { target | socketPath, ...settings }; got ${describe(value)}`);
+}
+
+/** A route's TLS setting, refused on a route it could never apply to. */
+function routeTls(value: unknown, targets: readonly URL[], where: string): TlsSettings {
+  const settings = parseTls(value, where);
+  if (!targets.some((url) => url.protocol === 'https:')) throw new TypeError(`${where} applies to https: upstreams, and the route has none`);
+  return settings;
 }
 
 /** A startup grace: whole ms from 0 (off) up to the largest timer. */

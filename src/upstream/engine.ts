@@ -14,6 +14,7 @@ import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts
 import type { RewriteSettings } from './rewrite.ts';
 import type { Balancer } from './balancer.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
+import type { TlsSettings } from './tls.ts';
 
 // httpxy's server and its options, named through HPM's Plugin so httpxy stays an implementation detail.
 type EngineServer = Parameters<Plugin<IncomingMessage, ServerResponse>>[0];
@@ -27,6 +28,8 @@ export interface Engine {
 
 export interface EngineSettings {
   agents: UpstreamAgents;
+  /** The proxy-wide TLS setting for https upstreams; a route's own replaces it. */
+  tls: TlsSettings | undefined;
   changeOrigin: boolean;
   timeouts: ExchangeTimeouts;
   logger: Logger;
@@ -71,7 +74,7 @@ export function upstreamTarget(target: URL, path: string) {
 const ATTEMPT = Symbol('honest-proxy.engine-attempt');
 type WithAttempt = IncomingMessage & { [ATTEMPT]?: () => void };
 
-export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, onWebSocket }: EngineSettings): Engine {
+export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, onWebSocket }: EngineSettings): Engine {
   /**
    * This request's options for httpxy: routing and header decisions were made
    * in admission; here they are handed over with the connection pool and,
@@ -84,16 +87,20 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
     // one only risks the stale-socket race.
     const fresh = exchange.retried || isUpgrade;
     const upstream = exchange.upstream!;
+    const tls = upstream.protocol === 'https:' ? (exchange.route!.tls ?? proxyTls) : undefined;
     let buffer: Readable | undefined;
     if (exchange.deferBody) buffer = exchange.bodyGate = new PassThrough();
     else buffer = exchange.bodySource;
     return {
       target: upstreamTarget(upstream, exchange.target!.path) as ServerOptions['target'],
-      agent: fresh ? false : upstream.protocol === 'https:' ? agents.https : agents.http,
+      agent: fresh ? false : agents.agentFor(upstream, tls),
       headers: exchange.headerPlan!.set,
       ignorePath: true,
       changeOrigin,
       ...(buffer && { buffer }),
+      // httpxy builds the outgoing request on `ssl`, so each request gets its own copy;
+      // it sets rejectUnauthorized from `secure`. Pooled or fresh, the connection gets them.
+      ...(tls && { ssl: { ...tls.connect }, secure: tls.rejectUnauthorized }),
     };
   }
 
