@@ -26,6 +26,13 @@ describe('classifyUpstreamError', () => {
     ['DEPTH_ZERO_SELF_SIGNED_CERT', UpstreamUnreachableError, 'tls_certificate_error'],
     ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', UpstreamUnreachableError, 'tls_certificate_error'],
     ['SELF_SIGNED_CERT_IN_CHAIN', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['CERT_HAS_EXPIRED', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['ERR_TLS_CERT_ALTNAME_INVALID', UpstreamUnreachableError, 'tls_certificate_error'],
+    // The upstream refused the proxy's client certificate, or its absence.
+    ['ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', UpstreamUnreachableError, 'tls_certificate_error'],
+    ['ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE', UpstreamUnreachableError, 'tls_protocol_error'],
     ['ERR_SSL_WRONG_VERSION_NUMBER', UpstreamUnreachableError, 'tls_protocol_error'],
     ['ETIMEDOUT', UpstreamTimeoutError, 'connection_timeout'],
     ['ERR_INVALID_CHAR', InternalProxyError, 'proxy_internal_error'],

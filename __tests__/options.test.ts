@@ -31,7 +31,7 @@ describe('options are checked at construction', () => {
     ['an empty route record', { routes: {} }, /routes must name at least one host/],
     ['a route key that is not a host', { routes: { 'not a host': 'http://127.0.0.1' } }, /routes: "not a host" is not a host name/],
     ['two keys for one host', { routes: { 'A.test': 'http://127.0.0.1', 'a.test.': 'http://127.0.0.1' } }, /names the same host/],
-    ['a relative target', { routes: { 'a.test': '/relative' } }, /routes\["a.test"\] must be an absolute http: or https: URL; got "\/relative"/],
+    ['a relative target', { routes: { 'a.test': '/relative' } }, /routes\["a.test"\] must be an absolute http: or https: URL, or unix:\/path\/to\.sock; got "\/relative"/],
     ['a non-http target', { routes: { 'a.test': 'ftp://files' } }, /must be an absolute http: or https: URL/],
     ['a target object without target', { routes: { 'a.test': { url: 'http://x' } } }, /routes\["a.test"\] must be a URL string, a URL, an array of them, or \{ target/],
     ['an unknown option', { routes, timeout: 5 }, /unknown option "timeout"; did you mean "timeouts"\?/],

@@ -13,6 +13,8 @@ type Classification = { kind: 'unreachable' | 'timeout'; proxyStatus: ProxyStatu
 const BY_CODE: Record<string, Classification> = {
   ECONNREFUSED: { kind: 'unreachable', proxyStatus: 'connection_refused' },
   ENOTFOUND: { kind: 'unreachable', proxyStatus: 'dns_error' },
+  // A unix socket file that does not exist: there is nothing at that address.
+  ENOENT: { kind: 'unreachable', proxyStatus: 'destination_not_found' },
   EAI_AGAIN: { kind: 'unreachable', proxyStatus: 'dns_error' },
   EAI_FAIL: { kind: 'unreachable', proxyStatus: 'dns_error' },
   EAI_NONAME: { kind: 'unreachable', proxyStatus: 'dns_error' },
@@ -43,6 +45,11 @@ const CERTIFICATE_CODES = new Set([
   'HOSTNAME_MISMATCH',
 ]);
 
+// The upstream's alert refusing the proxy's client certificate (or its
+// absence): TLS 1.3's certificate_required, bad_certificate, unknown_ca...
+// A certificate problem too, the proxy's side of the mutual TLS.
+const CERTIFICATE_ALERT = /^ERR_SSL_\w*ALERT_(\w*CERTIFICATE\w*|UNKNOWN_CA)$/;
+
 function errorCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
@@ -68,7 +75,7 @@ export function classifyUpstreamError(err: unknown): ProxyError {
 
   // llhttp parse failures: the upstream spoke something that is not HTTP/1.1.
   if (code?.startsWith('HPE_')) return new UpstreamProtocolError(detail, { cause: err });
-  if (code !== undefined && (code.startsWith('ERR_TLS_CERT') || code.includes('CERT_') || CERTIFICATE_CODES.has(code))) {
+  if (code !== undefined && (code.startsWith('ERR_TLS_CERT') || code.includes('CERT_') || CERTIFICATE_CODES.has(code) || CERTIFICATE_ALERT.test(code))) {
     return new UpstreamUnreachableError(detail, { proxyStatus: 'tls_certificate_error', cause: err });
   }
   if (code?.startsWith('ERR_SSL') || code?.startsWith('ERR_TLS')) {

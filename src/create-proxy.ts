@@ -83,6 +83,7 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
   const handleFailure = createFailureHandler({ config, logger, balancer, observer, settleUnreadBody, replay });
   const engine = createEngine({
     agents,
+    tls: config.tls,
     changeOrigin: config.changeOrigin,
     timeouts: config.timeouts,
     logger,

@@ -11,6 +11,7 @@ import type { Balancer } from './upstream/balancer.ts';
 import { isConnectFailure, planConnectRetry, startupGraceOf } from './upstream/connect-retry.ts';
 import { isSafeToRetry } from './upstream/retry.ts';
 import type { Observer } from './observe/observer.ts';
+import { upstreamId } from './upstream/address.ts';
 
 export type FailureHandler = (err: unknown, req: IncomingMessage, client: ClientSide | undefined) => void;
 
@@ -40,7 +41,7 @@ export function createFailureHandler({ config, logger, balancer, observer, settl
     const grace = startupGraceOf(exchange.route!, config.startupGrace);
     const retry = planConnectRetry(err, req, exchange, balancer, grace);
     if ('error' in retry) return retry.error;
-    logger.debug('upstream connect failed; trying again', { ...requestFields(req, exchange), next: retry.upstream.origin, delayMs: retry.delayMs });
+    logger.debug('upstream connect failed; trying again', { ...requestFields(req, exchange), next: upstreamId(retry.upstream), delayMs: retry.delayMs });
     exchange.upstream = retry.upstream;
     exchange.proxyReq = undefined;
     replay(req, client, retry.delayMs);

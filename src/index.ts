@@ -14,6 +14,7 @@ export type { MetricsOptions } from './observe/metrics.ts';
 export type { ActivityInfo, ActivityKind, ActivityListener } from './observe/activity.ts';
 export type { PassiveHealthOptions } from './upstream/balancer.ts';
 export type { BalanceOption, BalanceKeyFunction } from './upstream/balance/options.ts';
+export type { UpstreamTlsOptions } from './upstream/tls.ts';
 export type { TrustProxy, ForwardedMode } from './upstream/forwarded.ts';
 export { channels as diagnosticsChannels } from './observe/channels.ts';
 export type { RequestStartMessage, ResponseMessage, ErrorMessage, WebSocketMessage } from './observe/channels.ts';

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { types } from 'node:util';
 import winston from 'winston';
 import type { ProxyError, ProxyErrorCode } from './errors.ts';
+import { upstreamId } from './upstream/address.ts';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
@@ -71,7 +72,7 @@ export function requestFields(req: IncomingMessage, exchange: ExchangeFields): R
     host: exchange.target?.host ?? req.headers.host,
     path: queryStart === -1 ? url : url.slice(0, queryStart),
     requestId: exchange.requestId,
-    ...(exchange.upstream !== undefined && { upstream: exchange.upstream.origin }),
+    ...(exchange.upstream !== undefined && { upstream: upstreamId(exchange.upstream) }),
   };
 }
 

@@ -24,6 +24,7 @@ import { FORWARDED_MODES, isForwardedMode } from './routes/route-settings.ts';
 import { compilePathRewrite, type PathRewrite, type PathRewriteOption } from './upstream/path-rewrite.ts';
 import { compileResponseHeaders, type ResponseHeadersOptions, type ResponseShaping } from './upstream/response-headers.ts';
 import { compileTransform, type TransformResponseOptions, type TransformRule } from './upstream/transform-options.ts';
+import { parseTls, type TlsSettings, type UpstreamTlsOptions } from './upstream/tls.ts';
 
 export interface TimeoutOptions {
   /** No TCP connection to the upstream within this many ms: 504 `connection_timeout`. */
@@ -65,6 +66,12 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
   bodyLimit?: number | string | false;
   /** Your own upstream pool: an http.Agent, or { http, https }. Default: a keep-alive pool per proxy. */
   agent?: AgentOption;
+  /**
+   * `{ ca, cert, key, passphrase, servername, rejectUnauthorized }`: how the
+   * proxy speaks TLS to `https:` upstreams (a private CA, a client certificate).
+   * A route's own `tls` replaces it whole. Each setting gets its own keep-alive pool.
+   */
+  tls?: UpstreamTlsOptions;
   /**
    * Which forwarding headers the upstream gets: `'x-forwarded'` (default:
    * X-Forwarded-For, -Proto, -Host, -Port), `'rfc7239'` (`Forwarded`),
@@ -178,6 +185,7 @@ export interface ResolvedOptions {
   rateLimit: RateLimitOptions | false;
   bodyLimit: number | false;
   agent: AgentOption | undefined;
+  tls: TlsSettings | undefined;
   forwarded: ForwardedMode;
   /** From the `trustProxy` option; undefined means the Express app's setting. */
   trust: TrustFunction | undefined;
@@ -217,6 +225,7 @@ const KNOWN_OPTIONS = [
   'rateLimit',
   'bodyLimit',
   'agent',
+  'tls',
   'forwarded',
   'trustProxy',
   'via',
@@ -291,6 +300,15 @@ function resolveAgent(value: unknown): AgentOption | undefined {
   return value as AgentOption;
 }
 
+/** The proxy-wide TLS setting; it needs the proxy's own https pool, so not with a user's https agent. */
+function resolveTls(value: unknown, agent: unknown): TlsSettings | undefined {
+  if (value === undefined) return undefined;
+  if (agent instanceof http.Agent || (isRecord(agent) && agent.https !== undefined)) {
+    fail('tls and an https agent both say how to reach https upstreams: give your agent the TLS options, or leave agent.https out');
+  }
+  return parseTls(value, 'tls');
+}
+
 /** `cookieDomain` / `cookiePath`: a string for every cookie, or a map with '*' as the fallback. */
 function cookieRewrite(value: unknown, name: string): Readonly<Record<string, string>> | undefined {
   if (value === undefined || value === false) return undefined;
@@ -342,6 +360,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     rateLimit,
     bodyLimit = DEFAULT_BODY_LIMIT,
     agent,
+    tls,
     forwarded = 'x-forwarded',
     trustProxy,
     via = false,
@@ -394,6 +413,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     rateLimit: resolveRateLimit(rateLimit),
     bodyLimit: asOptionError(() => parseBodyLimit(bodyLimit, 'bodyLimit')),
     agent: resolveAgent(agent),
+    tls: resolveTls(tls, agent),
     forwarded,
     trust: trustOption(trustProxy),
     via,

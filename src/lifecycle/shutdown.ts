@@ -80,8 +80,7 @@ export function createShutdown(tracker: Tracker, agents: UpstreamAgents, logger:
         }
         for (const socket of tracker.lingering) socket.destroy();
       }
-      if (agents.owned.http) agents.http.destroy();
-      if (agents.owned.https) agents.https.destroy();
+      agents.destroy();
     })();
     return closing;
   };

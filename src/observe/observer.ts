@@ -6,6 +6,7 @@ import type { RouteKey } from '../routes/route-key.ts';
 import type { Activity } from './activity.ts';
 import { channels } from './channels.ts';
 import { createMetrics, type MetricsSettings, type ProxyMetrics } from './metrics.ts';
+import { upstreamId } from '../upstream/address.ts';
 
 /** One place that hears of every request, response, error and WebSocket: metrics, diagnostics channels and activity. */
 export interface Observer {
@@ -63,12 +64,12 @@ export function createObserver(metricsSettings: MetricsSettings | undefined, act
     webSocketOpened(req, exchange, socket) {
       if (metrics) metrics.webSockets.inc(withRoute({ proxy }, metrics, exchange, routeKey));
       activity?.began(routeKey(exchange.target!.host), 'websocket');
-      if (channels.webSocketOpen.hasSubscribers) channels.webSocketOpen.publish({ req, requestId: exchange.requestId, socket, upstream: exchange.upstream?.origin });
+      if (channels.webSocketOpen.hasSubscribers) channels.webSocketOpen.publish({ req, requestId: exchange.requestId, socket, upstream: exchange.upstream && upstreamId(exchange.upstream) });
     },
     webSocketClosed(req, exchange, socket) {
       if (metrics) metrics.webSockets.dec(withRoute({ proxy }, metrics, exchange, routeKey));
       activity?.ended(routeKey(exchange.target!.host), 'websocket');
-      if (channels.webSocketClose.hasSubscribers) channels.webSocketClose.publish({ req, requestId: exchange.requestId, socket, upstream: exchange.upstream?.origin });
+      if (channels.webSocketClose.hasSubscribers) channels.webSocketClose.publish({ req, requestId: exchange.requestId, socket, upstream: exchange.upstream && upstreamId(exchange.upstream) });
     },
     ejected(upstream) {
       metrics?.ejections.inc({ proxy, upstream });

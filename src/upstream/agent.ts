@@ -1,5 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
+import { LRUCache } from 'lru-cache';
+import type { TlsSettings } from './tls.ts';
 
 /**
  * How long a pooled upstream socket may sit idle. Node's and Vite's servers
@@ -10,11 +12,17 @@ import https from 'node:https';
  */
 export const IDLE_SOCKET_MS = 4_000;
 
+/** The proxy's upstream connection pools. */
 export interface UpstreamAgents {
-  http: http.Agent;
-  https: https.Agent;
-  /** Which of them the proxy made, and so may destroy on close(): never one the user passed. */
-  owned: { http: boolean; https: boolean };
+  /**
+   * The keep-alive pool for a request to `upstream`: the plain one for
+   * `http:` and unix sockets (Node keeps a socket path's connections apart),
+   * the https one, or for an `https:` upstream with a TLS setting, that
+   * setting's own pool, so no connection is reused under other settings.
+   */
+  agentFor(upstream: URL, tls: TlsSettings | undefined): http.Agent;
+  /** Destroys every pool the proxy made; never one the user passed. */
+  destroy(): void;
 }
 
 export type AgentOption = http.Agent | { http?: http.Agent; https?: https.Agent };
@@ -23,12 +31,42 @@ export type AgentOption = http.Agent | { http?: http.Agent; https?: https.Agent 
 // concurrency closes and reopens connections on every burst (HPM's default keeps 64).
 const POOL = { keepAlive: true, timeout: IDLE_SOCKET_MS, maxSockets: 256, maxFreeSockets: 256, scheduling: 'lifo' } as const;
 
+// Distinct TLS settings with a pool at a time: a route function that names
+// ever new settings cannot grow the proxy's sockets without end.
+export const MAX_TLS_POOLS = 64;
+
+/**
+ * A pool dropped from the cache may still carry requests: its idle sockets
+ * close now, and each busy one when its exchange ends (an agent that no
+ * longer keeps alive destroys a socket handed back to it).
+ */
+function retire(agent: http.Agent): void {
+  // Read by Node's agent each time a socket is handed back, though not in its types.
+  (agent as http.Agent & { keepAlive: boolean }).keepAlive = false;
+  for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+}
+
 /** One pool per createProxy, not httpxy's module-wide agents shared by every proxy in the process. */
 export function createUpstreamAgents(option: AgentOption | undefined): UpstreamAgents {
-  if (option instanceof http.Agent) return { http: option, https: option as https.Agent, owned: { http: false, https: false } };
+  const single = option instanceof http.Agent ? option : undefined;
+  const plain = single ?? (option as { http?: http.Agent } | undefined)?.http;
+  const secure = single ?? (option as { https?: https.Agent } | undefined)?.https;
+  const agents = { http: plain ?? new http.Agent(POOL), https: secure ?? new https.Agent(POOL) };
+  const tlsPools = new LRUCache<string, https.Agent>({ max: MAX_TLS_POOLS, dispose: retire });
+
   return {
-    http: option?.http ?? new http.Agent(POOL),
-    https: option?.https ?? new https.Agent(POOL),
-    owned: { http: option?.http === undefined, https: option?.https === undefined },
+    agentFor(upstream, tls) {
+      if (upstream.protocol !== 'https:') return agents.http;
+      if (!tls) return agents.https;
+      let agent = tlsPools.get(tls.key);
+      if (!agent) tlsPools.set(tls.key, (agent = new https.Agent(POOL)));
+      return agent;
+    },
+    destroy() {
+      // close() calls this once nothing is in flight: every socket left is idle, and retiring closes it.
+      tlsPools.clear();
+      if (!plain) agents.http.destroy();
+      if (!secure) agents.https.destroy();
+    },
   };
 }

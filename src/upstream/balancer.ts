@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { InternalProxyError, ProxyError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import type { ResolvedRoute } from '../routes/target.ts';
+import { upstreamId } from './address.ts';
 import { InFlightCounts } from './balance/in-flight-counts.ts';
 import { ROUND_ROBIN, type BalancePolicy } from './balance/options.ts';
 import { rendezvous } from './balance/rendezvous.ts';
@@ -56,7 +57,7 @@ export function createBalancer(options: Required<PassiveHealthOptions>, proxyPol
   const health = new Map<string, Health>();
   const turns = new Map<string, number>();
   const inFlight = new InFlightCounts();
-  const isDown = (upstream: URL, now: number) => (health.get(upstream.origin)?.downUntil ?? 0) > now;
+  const isDown = (upstream: URL, now: number) => (health.get(upstreamId(upstream))?.downUntil ?? 0) > now;
   const routeKey = (route: ResolvedRoute) => route.targets.map((target) => target.href).join(' ');
   // Entries not taken out are only counts of recent failures: the first to go when the map is full.
   const forgetHealthy = () => {
@@ -64,7 +65,7 @@ export function createBalancer(options: Required<PassiveHealthOptions>, proxyPol
     for (const [origin, entry] of health) if (entry.downUntil <= now) health.delete(origin);
   };
   const allOutError = (targets: readonly URL[], now: number) => {
-    const firstBack = Math.min(...targets.map((target) => health.get(target.origin)?.downUntil ?? now));
+    const firstBack = Math.min(...targets.map((target) => health.get(upstreamId(target))?.downUntil ?? now));
     return new UpstreamUnreachableError('every upstream of the route is taken out', {
       proxyStatus: 'destination_unavailable',
       headers: { 'retry-after': String(Math.max(1, Math.ceil((firstBack - now) / 1000))) },
@@ -160,21 +161,21 @@ export function createBalancer(options: Required<PassiveHealthOptions>, proxyPol
     },
     failed(route, upstream) {
       if (route.targets.length === 1) return;
-      const entry = health.get(upstream.origin) ?? { fails: 0, downUntil: 0 };
+      const entry = health.get(upstreamId(upstream)) ?? { fails: 0, downUntil: 0 };
       // Requests that were already on their way when it went out count once, not again.
       if (entry.downUntil > Date.now()) return;
-      if (health.size >= MAX_TRACKED && !health.has(upstream.origin)) forgetHealthy();
+      if (health.size >= MAX_TRACKED && !health.has(upstreamId(upstream))) forgetHealthy();
       entry.fails++;
       if (entry.fails >= options.maxFails) {
         entry.fails = 0;
         entry.downUntil = Date.now() + options.failTimeout;
-        onEjected(upstream.origin);
+        onEjected(upstreamId(upstream));
       }
-      health.set(upstream.origin, entry);
+      health.set(upstreamId(upstream), entry);
     },
     succeeded(upstream) {
-      const entry = health.get(upstream.origin);
-      if (entry && entry.downUntil <= Date.now()) health.delete(upstream.origin);
+      const entry = health.get(upstreamId(upstream));
+      if (entry && entry.downUntil <= Date.now()) health.delete(upstreamId(upstream));
     },
   };
 }

@@ -3,10 +3,12 @@ import net from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
 import type { ResolvedRoute } from '../routes/target.ts';
+import { socketPathOf } from './address.ts';
 import type { Balancer } from './balancer.ts';
 
-// Failures of the connect itself: nothing of the request was sent.
-const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
+// Failures of the connect itself: nothing of the request was sent. ENOENT:
+// a unix socket file that is not there (yet).
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
 
 export function isConnectFailure(err: unknown): boolean {
   if (err instanceof UpstreamTimeoutError) return err.proxyStatus === 'connection_timeout';
@@ -24,8 +26,10 @@ export function mayRetryConnect(route: ResolvedRoute, proxyWide: number): boolea
   return startupGraceOf(route, proxyWide) > 0 || route.targets.length > 1;
 }
 
+/** Refused, or a socket file not created yet: what an upstream that is still booting answers. */
 function isRefused(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === 'ECONNREFUSED';
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ECONNREFUSED' || code === 'ENOENT';
 }
 
 /** What to do after a connect failure: try `upstream` after `delayMs`, or give up with `error`. */
@@ -65,19 +69,28 @@ export function planConnectRetry(err: unknown, req: IncomingMessage, exchange: E
 
 /** The 502 once a startup grace has run out: as without one, plus a Retry-After. */
 export function graceExhausted(err: unknown, grace: number): UpstreamUnreachableError {
-  return new UpstreamUnreachableError('upstream still refusing connections after the startup grace', {
-    proxyStatus: 'connection_refused',
+  const missing = (err as { code?: unknown } | null)?.code === 'ENOENT';
+  return new UpstreamUnreachableError(missing ? 'upstream socket file still missing after the startup grace' : 'upstream still refusing connections after the startup grace', {
+    proxyStatus: missing ? 'destination_not_found' : 'connection_refused',
     cause: err,
     headers: { 'retry-after': String(Math.max(1, Math.ceil(grace / 1000))) },
   });
 }
 
-/** One TCP connect to the upstream, closed at once: is anything listening? */
+function connectAddress(upstream: URL): net.NetConnectOpts {
+  const path = socketPathOf(upstream);
+  if (path !== undefined) return { path };
+  const host = upstream.hostname.startsWith('[') ? upstream.hostname.slice(1, -1) : upstream.hostname;
+  return { host, port: Number(upstream.port) || (upstream.protocol === 'https:' ? 443 : 80) };
+}
+
+/**
+ * One connect to the upstream, closed at once: is anything listening? A plain
+ * TCP (or unix socket) connect: TLS settings play no part in whether it is up.
+ */
 function probe(upstream: URL, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const host = upstream.hostname.startsWith('[') ? upstream.hostname.slice(1, -1) : upstream.hostname;
-    const port = Number(upstream.port) || (upstream.protocol === 'https:' ? 443 : 80);
-    const socket = net.connect({ host, port });
+    const socket = net.connect(connectAddress(upstream));
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new UpstreamTimeoutError(`no connection within ${timeoutMs} ms`, { proxyStatus: 'connection_timeout' }));

@@ -7,6 +7,7 @@ import { UpstreamProtocolError } from '../errors.ts';
 import { exchangeOf, type Exchange } from '../exchange.ts';
 import type { FailureHandler } from '../failure.ts';
 import { requestFields, type Logger } from '../logging.ts';
+import { socketPathOf } from './address.ts';
 import type { UpstreamAgents } from './agent.ts';
 import { applyRemovals, undoEngineEdits } from './request-headers.ts';
 import { relayEarlyHints, relayResponse, statusLineProblem } from './response.ts';
@@ -14,6 +15,7 @@ import type { ResponseTransforms } from './response-transform.ts';
 import type { RewriteSettings } from './rewrite.ts';
 import type { Balancer } from './balancer.ts';
 import { armTimeouts, type ExchangeTimeouts } from './timeouts.ts';
+import type { TlsSettings } from './tls.ts';
 
 // httpxy's server and its options, named through HPM's Plugin so httpxy stays an implementation detail.
 type EngineServer = Parameters<Plugin<IncomingMessage, ServerResponse>>[0];
@@ -27,6 +29,8 @@ export interface Engine {
 
 export interface EngineSettings {
   agents: UpstreamAgents;
+  /** The proxy-wide TLS setting for https upstreams; a route's own replaces it. */
+  tls: TlsSettings | undefined;
   changeOrigin: boolean;
   timeouts: ExchangeTimeouts;
   logger: Logger;
@@ -48,6 +52,10 @@ export interface EngineSettings {
  * as HPM does for URL targets.)
  */
 export function upstreamTarget(target: URL, path: string) {
+  const socketPath = socketPathOf(target);
+  // Node connects to the socket and ignores host and port, which name the
+  // Host that changeOrigin sends: `localhost`, as curl's --unix-socket does.
+  if (socketPath !== undefined) return { protocol: 'http:', host: 'localhost', hostname: 'localhost', port: '', socketPath, pathname: path };
   let pathname = path;
   if (path !== '*') {
     const base = target.pathname.endsWith('/') ? target.pathname.slice(0, -1) : target.pathname;
@@ -78,7 +86,7 @@ function removeRun(emitter: IncomingMessage | ServerResponse, event: string, fro
   for (const listener of emitter.rawListeners(event).slice(from, to)) emitter.removeListener(event, listener as () => void);
 }
 
-export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, transforms, onWebSocket }: EngineSettings): Engine {
+export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, logger, rewrites, balancer, settleUnreadBody, fail, transforms, onWebSocket }: EngineSettings): Engine {
   /**
    * This request's options for httpxy: routing and header decisions were made
    * in admission; here they are handed over with the connection pool and,
@@ -91,16 +99,20 @@ export function createEngine({ agents, changeOrigin, timeouts, logger, rewrites,
     // one only risks the stale-socket race.
     const fresh = exchange.retried || isUpgrade;
     const upstream = exchange.upstream!;
+    const tls = upstream.protocol === 'https:' ? (exchange.route!.tls ?? proxyTls) : undefined;
     let buffer: Readable | undefined;
     if (exchange.deferBody) buffer = exchange.bodyGate = new PassThrough();
     else buffer = exchange.bodySource;
     return {
       target: upstreamTarget(upstream, exchange.target!.path) as ServerOptions['target'],
-      agent: fresh ? false : upstream.protocol === 'https:' ? agents.https : agents.http,
+      agent: fresh ? false : agents.agentFor(upstream, tls),
       headers: exchange.headerPlan!.set,
       ignorePath: true,
       changeOrigin: exchange.route!.changeOrigin ?? changeOrigin,
       ...(buffer && { buffer }),
+      // httpxy builds the outgoing request on `ssl`, so each request gets its own copy;
+      // it sets rejectUnauthorized from `secure`. Pooled or fresh, the connection gets them.
+      ...(tls && { ssl: { ...tls.connect }, secure: tls.rejectUnauthorized }),
     };
   }
 

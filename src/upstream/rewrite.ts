@@ -19,12 +19,16 @@ const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]']);
  * while the route says `http://127.0.0.1:PORT`.
  */
 function isUpstreamOrigin(url: URL, target: URL): boolean {
+  // A socket has no origin: it names itself by the Host it got, `localhost` with changeOrigin.
+  if (target.protocol === 'unix:') return url.protocol === 'http:' && url.port === '' && LOOPBACK_NAMES.has(url.hostname);
   if (url.origin === target.origin) return true;
   return url.protocol === target.protocol && url.port === target.port && LOOPBACK_NAMES.has(url.hostname);
 }
 
 /** The route's own path prefix, taken off a path that has it. */
 function belowTargetPath(path: string, target: URL): string {
+  // A socket's URL path is its file, not a prefix of request paths.
+  if (target.protocol === 'unix:') return path;
   const base = target.pathname.endsWith('/') ? target.pathname.slice(0, -1) : target.pathname;
   if (base && (path === base || path.startsWith(`${base}/`) || path.startsWith(`${base}?`))) return path.slice(base.length) || '/';
   return path;
