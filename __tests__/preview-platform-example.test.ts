@@ -193,7 +193,7 @@ describe('the preview-platform example: idle sandboxes', () => {
     platform = await start({
       sandboxes: ['idle', 'terminal'],
       activityIntervalMs: 50,
-      idleAfterMs: 400,
+      idleAfterMs: 500,
       idleCheckMs: 25,
       bootMs: 300,
     });
@@ -207,7 +207,7 @@ describe('the preview-platform example: idle sandboxes', () => {
 
     await waitFor(() => stateOf(platform, 'idle') === 'stopped', 'the idle sandbox to be stopped');
     // Well past idleAfterMs with nothing but the open WebSocket: its activity reports kept it running.
-    await sleep(600);
+    await sleep(700);
     expect(stateOf(platform, 'terminal')).toBe('running');
     expect(opened.ws.readyState).toBe(WebSocket.OPEN);
 
