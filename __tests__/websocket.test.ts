@@ -149,6 +149,29 @@ describe('WebSocket upgrades', () => {
     expect(refused.headers['connection']).toBe('close');
   });
 
+  it('close() ends an open WebSocket with 1001 on both sides as soon as both peers answer, not at the grace', async () => {
+    const proxy = createProxy({ routes: { 'ws.localhost': upstream.url }, logger });
+    const server = http.createServer((req, res) => proxy(req, res));
+    server.on('upgrade', (req, socket, head) => proxy.upgrade(req, socket, head));
+    const running = await listen(server);
+    const upstreamClosed = new Promise<number>((resolve) => wss.once('connection', (socket) => socket.once('close', (code) => resolve(code))));
+    const ws = await connect(running.port, 'ws.localhost');
+    if (isRefused(ws)) throw new Error(`refused: ${ws.status}`);
+    await nextMessage(ws);
+    const clientClosed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    try {
+      const started = performance.now();
+      await proxy.close({ timeout: 5_000 });
+      // The grace for a peer that never answers is 1 s: two peers that answer at once are done long before.
+      expect(performance.now() - started).toBeLessThan(500);
+      expect(await clientClosed).toBe(1001);
+      expect(await upstreamClosed).toBe(1001);
+    } finally {
+      ws.terminate();
+      await running.close();
+    }
+  });
+
   it("passes an upstream's refusal through as it was sent", async () => {
     const port = await front();
     const refused = await connect(port, 'refusing.localhost');

@@ -31,6 +31,10 @@ function goAway({ client, upstream }: OpenWebSocket, graceMs: number): void {
   client.unpipe(upstream);
   if (client.writable) client.end(closeFrame(false));
   if (upstream.writable) upstream.end(closeFrame(true));
+  // Unpiped, nothing reads them: without a reader neither peer's close frame
+  // and FIN would be seen, and every WebSocket would wait out the grace.
+  client.resume();
+  upstream.resume();
   setTimeout(() => {
     client.destroy();
     upstream.destroy();
