@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createProxy, ProxyOptionsError, type HonestProxy, type ProxyOptions } from '../src/index.ts';
-import { EXPRESS_VERSIONS, PREFIX } from './helpers/apps.ts';
+import { createProxy, ProxyOptionsError, type ProxyOptions } from '../src/index.ts';
+import { EXPRESS_VERSIONS, PREFIX, startProxyFront, type ProxyFront } from './helpers/apps.ts';
 import { captureLogs, type LogRecord } from './helpers/logs.ts';
 import { listen, type Running } from './helpers/servers.ts';
 
@@ -148,7 +148,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let pki: Pki;
 const upstreams: TlsUpstream[] = [];
-const fronts: Array<{ running: Running; proxy: HonestProxy }> = [];
+const fronts: ProxyFront[] = [];
 let trusted: TlsUpstream;
 
 beforeAll(async () => {
@@ -157,10 +157,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const { proxy, running } of fronts.splice(0)) {
-    await proxy.close({ timeout: 100 });
-    await running.close();
-  }
+  for (const started of fronts.splice(0)) await started.close();
   await Promise.all(upstreams.splice(0).map((u) => u.close()));
 });
 
@@ -170,19 +167,10 @@ async function upstream(options: https.ServerOptions): Promise<TlsUpstream> {
   return started;
 }
 
-async function front(options: ProxyOptions, express?: ExpressFactory): Promise<{ port: number; proxy: HonestProxy }> {
-  const proxy = createProxy(options);
-  let handler: http.RequestListener = (req, res) => proxy(req, res);
-  if (express) {
-    const app = express();
-    app.use(PREFIX, proxy);
-    handler = app;
-  }
-  const server = http.createServer(handler);
-  server.on('upgrade', proxy.upgrade);
-  const running = await listen(server);
-  fronts.push({ running, proxy });
-  return { port: running.port, proxy };
+async function front(options: ProxyOptions, express?: ExpressFactory): Promise<ProxyFront> {
+  const started = await startProxyFront(options, express);
+  fronts.push(started);
+  return started;
 }
 
 describe.each(EXPRESS_VERSIONS)('a private CA for one route (%s)', (_name, express) => {

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createProxy, ProxyOptionsError, type HonestProxy, type ProxyOptions } from '../src/index.ts';
-import { EXPRESS_VERSIONS, PREFIX } from './helpers/apps.ts';
+import { createProxy, ProxyOptionsError, type ProxyOptions } from '../src/index.ts';
+import { EXPRESS_VERSIONS, PREFIX, startProxyFront, type ProxyFront } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
-import { listen, startUpstream, type Running } from './helpers/servers.ts';
+import { listen, startUpstream } from './helpers/servers.ts';
 
 /**
  * Upstreams on unix domain sockets: real servers listening on socket files
@@ -30,7 +30,7 @@ interface SocketUpstream {
 }
 
 let dir: string;
-const fronts: Array<{ running: Running; proxy: HonestProxy }> = [];
+const fronts: ProxyFront[] = [];
 const servers: Array<{ close(): Promise<void> }> = [];
 
 beforeAll(() => {
@@ -38,10 +38,7 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  for (const { proxy, running } of fronts.splice(0)) {
-    await proxy.close({ timeout: 100 });
-    await running.close();
-  }
+  for (const started of fronts.splice(0)) await started.close();
   await Promise.all(servers.splice(0).map((server) => server.close()));
   rmSync(dir, { recursive: true, force: true });
 });
@@ -90,18 +87,9 @@ function staleSocketFile(): string {
 }
 
 async function front(options: ProxyOptions, express?: ExpressFactory): Promise<number> {
-  const proxy = createProxy(options);
-  let handler: http.RequestListener = (req, res) => proxy(req, res);
-  if (express) {
-    const app = express();
-    app.use(PREFIX, proxy);
-    handler = app;
-  }
-  const server = http.createServer(handler);
-  server.on('upgrade', proxy.upgrade);
-  const running = await listen(server);
-  fronts.push({ running, proxy });
-  return running.port;
+  const started = await startProxyFront(options, express);
+  fronts.push(started);
+  return started.port;
 }
 
 interface Answer {
