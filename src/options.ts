@@ -15,12 +15,11 @@ import { resolveMetrics, type MetricsOptions, type MetricsSettings } from './obs
 import { resolveActivity, type ActivityListener, type ActivitySettings } from './observe/activity.ts';
 import { routeKeyOf, type RouteKey } from './routes/route-key.ts';
 import { resolveLingeringClose, type LingeringCloseOptions, type LingeringLimits } from './client/lingering-close.ts';
-import { parseGrace } from './routes/target.ts';
 import { DEFAULT_ROUTE_TIMEOUT } from './routes/deadline.ts';
 import { routeCacheOf, type RouteCacheLink } from './routes/cache.ts';
 import { DEFAULT_PASSIVE_HEALTH, type PassiveHealthOptions } from './upstream/balancer.ts';
 import { compileShaping, type RequestShaping, type RequestShapingOptions } from './upstream/shaping-options.ts';
-import { FORWARDED_MODES, isForwardedMode } from './routes/route-settings.ts';
+import { FORWARDED_MODES, isForwardedMode, parseGrace } from './routes/route-settings.ts';
 import { compilePathRewrite, type PathRewrite, type PathRewriteOption } from './upstream/path-rewrite.ts';
 import { compileResponseHeaders, type ResponseHeadersOptions, type ResponseShaping } from './upstream/response-headers.ts';
 import { compileTransform, type TransformResponseOptions, type TransformRule } from './upstream/transform-options.ts';
