@@ -2,6 +2,7 @@ import http, { type IncomingMessage } from 'node:http';
 import { InternalProxyError, ProxyError } from '../errors.ts';
 import { fail, isRecord, rejectUnknownKeys, show } from '../option-checks.ts';
 import type { ProxyRequest } from '../routes/table.ts';
+import { withoutFields } from './head-lines.ts';
 import { optionHeaderName, stringList } from './shaping-options.ts';
 
 /**
@@ -123,8 +124,7 @@ export function responseShapingFor(own: ResponseShaping | undefined, base: Respo
  * a header, is the proxy's fault, not the upstream's: a 500, logged.
  */
 export function shapeResponseHead(lines: string[], shaping: ResponseShaping, upstreamResponse: IncomingMessage, req: IncomingMessage): string[] {
-  const shaped: string[] = [];
-  for (let i = 0; i < lines.length; i += 2) if (!shaping.dropped.has(lines[i]!.toLowerCase())) shaped.push(lines[i]!, lines[i + 1]!);
+  const shaped = withoutFields(lines, shaping.dropped);
   for (const [name, values] of shaping.fixed) for (const value of values) shaped.push(name, value);
   for (const header of shaping.computed) {
     let values: string[] | undefined;

@@ -3,6 +3,7 @@ import { pipeline, Writable, type Duplex, type Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { ResponseTransformError, UpstreamProtocolError, type ProxyError } from '../errors.ts';
 import { requestFields, type Logger } from '../logging.ts';
+import { isChunkedOnly, withoutFields } from './head-lines.ts';
 import type { RelayContext } from './response.ts';
 import type { ResponseTransformContext, TransformRule } from './transform-options.ts';
 
@@ -45,7 +46,7 @@ type Decoding = { coding: string | undefined; decoder: (() => Transform) | undef
  */
 function decodingOf(proxyRes: IncomingMessage): Decoding | undefined {
   const transferCoding = proxyRes.headers['transfer-encoding'];
-  if (transferCoding !== undefined && transferCoding.trim().toLowerCase() !== 'chunked') return undefined;
+  if (transferCoding !== undefined && !isChunkedOnly(transferCoding)) return undefined;
   const codings = (proxyRes.headers['content-encoding'] ?? '')
     .toLowerCase()
     .split(',')
@@ -54,15 +55,6 @@ function decodingOf(proxyRes: IncomingMessage): Decoding | undefined {
   if (codings.length === 0) return { coding: undefined, decoder: undefined };
   const decoder = codings.length === 1 ? DECODERS[codings[0]!] : undefined;
   return decoder && { coding: codings[0], decoder };
-}
-
-/** The client's head for a transformed body: the relay's, less what described the upstream's bytes. */
-function transformedHead(lines: readonly string[]): string[] {
-  const head: string[] = [];
-  for (let i = 0; i < lines.length; i += 2) {
-    if (!DROPPED_FIELDS.has(lines[i]!.toLowerCase())) head.push(lines[i]!, lines[i + 1]!);
-  }
-  return head;
 }
 
 function isStream(value: unknown): value is Duplex {
@@ -160,7 +152,8 @@ function streamTransformed(
   transformFailed: (what: string, cause: unknown) => void,
 ): void {
   const { res, exchange } = context;
-  const head = transformedHead(relay.lines);
+  // The client's head for a transformed body: the relay's, less what described the upstream's bytes.
+  const head = withoutFields(relay.lines, DROPPED_FIELDS);
   const flush = relay.eventStream ? (res as { flush?: () => void }).flush : undefined;
   // An event stream's client needs its head at once, as on the relay's own path.
   if (relay.eventStream) {

@@ -2,6 +2,7 @@ import type { ClientRequest, IncomingMessage, InformationEvent, ServerResponse }
 import type { UnreadBodySettler } from '../client/body.ts';
 import { UpstreamProtocolError, UpstreamUnreachableError } from '../errors.ts';
 import type { Exchange } from '../exchange.ts';
+import { isChunkedOnly } from './head-lines.ts';
 import { connectionTokens, HOP_BY_HOP } from './hop-by-hop.ts';
 import { responseShapingFor, shapeResponseHead } from './response-headers.ts';
 import { relayTransformed, type ResponseTransforms } from './response-transform.ts';
@@ -20,10 +21,6 @@ export function statusLineProblem(proxyRes: IncomingMessage): string | undefined
   if (status < 200 || status > 599) return `invalid status code ${String(status).padStart(3, '0')}`;
   if (!REASON_PHRASE.test(proxyRes.statusMessage ?? '')) return 'control character in the reason phrase';
   return undefined;
-}
-
-function isChunkedOnly(value: string): boolean {
-  return value.trim().toLowerCase() === 'chunked';
 }
 
 // Lengths of the field names the relay looks at (hop-by-hop, Content-Type,
