@@ -7,7 +7,7 @@ import { InFlightCounts } from './balance/in-flight-counts.ts';
 import { ROUND_ROBIN, type BalancePolicy } from './balance/options.ts';
 import { rendezvous } from './balance/rendezvous.ts';
 import { readCookie, stickyCookieHeader } from './balance/sticky-cookie.ts';
-import { clientAddress, clientOrigin } from './forwarded.ts';
+import { clientAddress, clientScheme } from './forwarded.ts';
 
 /** nginx's passive health: `max_fails` consecutive connect failures take an upstream out for `fail_timeout`. */
 export interface PassiveHealthOptions {
@@ -110,7 +110,7 @@ export function createBalancer(options: Required<PassiveHealthOptions>, proxyPol
         if (kept) return kept;
         // No cookie, a forged or stale one, or its upstream out: another upstream, and the cookie that keeps the client there.
         const chosen = roundRobin(route, usable);
-        const secure = clientOrigin(req, exchange.trust!).startsWith('https:');
+        const secure = clientScheme(req, exchange.trust!) === 'https';
         exchange.setCookie = chosen && stickyCookieHeader(policy.cookie, chosen, req, secure);
         return chosen;
       }
@@ -161,21 +161,23 @@ export function createBalancer(options: Required<PassiveHealthOptions>, proxyPol
     },
     failed(route, upstream) {
       if (route.targets.length === 1) return;
-      const entry = health.get(upstreamId(upstream)) ?? { fails: 0, downUntil: 0 };
+      const id = upstreamId(upstream);
+      const entry = health.get(id) ?? { fails: 0, downUntil: 0 };
       // Requests that were already on their way when it went out count once, not again.
       if (entry.downUntil > Date.now()) return;
-      if (health.size >= MAX_TRACKED && !health.has(upstreamId(upstream))) forgetHealthy();
+      if (health.size >= MAX_TRACKED && !health.has(id)) forgetHealthy();
       entry.fails++;
       if (entry.fails >= options.maxFails) {
         entry.fails = 0;
         entry.downUntil = Date.now() + options.failTimeout;
-        onEjected(upstreamId(upstream));
+        onEjected(id);
       }
-      health.set(upstreamId(upstream), entry);
+      health.set(id, entry);
     },
     succeeded(upstream) {
-      const entry = health.get(upstreamId(upstream));
-      if (entry && entry.downUntil <= Date.now()) health.delete(upstreamId(upstream));
+      const id = upstreamId(upstream);
+      const entry = health.get(id);
+      if (entry && entry.downUntil <= Date.now()) health.delete(id);
     },
   };
 }

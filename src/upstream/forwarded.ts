@@ -118,12 +118,27 @@ export function forwardedFields(req: IncomingMessage, settings: ForwardedSetting
   return { set, remove: remove.filter((name) => !(name in set)) };
 }
 
+/** The first value of a forwarded header, when the peer is trusted to send it. */
+function trustedFirst(req: IncomingMessage, trusted: boolean, name: string): string | undefined {
+  const value = trusted ? req.headers[name] : undefined;
+  return typeof value === 'string' && value ? value.split(',')[0]!.trim() : undefined;
+}
+
+function peerTrusted(req: IncomingMessage, trust: TrustFunction): boolean {
+  return trust(req.socket.remoteAddress ?? '', 0);
+}
+
+function schemeFrom(req: IncomingMessage, trusted: boolean): string {
+  return trustedFirst(req, trusted, 'x-forwarded-proto') ?? schemeOf(req);
+}
+
+/** The scheme the client used (`http`, `https`), as a trusted proxy in front reported it, else as this hop saw it. */
+export function clientScheme(req: IncomingMessage, trust: TrustFunction): string {
+  return schemeFrom(req, peerTrusted(req, trust));
+}
+
 /** The origin the client used, as a trusted proxy in front reported it, else as this hop saw it. */
 export function clientOrigin(req: IncomingMessage, trust: TrustFunction): string {
-  const trusted = trust(req.socket.remoteAddress ?? '', 0);
-  const forwardedProto = trusted ? req.headers['x-forwarded-proto'] : undefined;
-  const forwardedHost = trusted ? req.headers['x-forwarded-host'] : undefined;
-  const proto = typeof forwardedProto === 'string' && forwardedProto ? forwardedProto.split(',')[0]!.trim() : schemeOf(req);
-  const host = typeof forwardedHost === 'string' && forwardedHost ? forwardedHost.split(',')[0]!.trim() : (req.headers.host ?? '');
-  return `${proto}://${host}`;
+  const trusted = peerTrusted(req, trust);
+  return `${schemeFrom(req, trusted)}://${trustedFirst(req, trusted, 'x-forwarded-host') ?? req.headers.host ?? ''}`;
 }
