@@ -35,6 +35,21 @@ describe.each(EXPRESS_VERSIONS)('route cache (%s)', (_name, express) => {
     await Promise.all([alpha.close(), beta.close()]);
   });
 
+  /** A cached route to alpha whose lookups wait for `release`; `calls` has the host of each lookup made. */
+  function heldLookups() {
+    const release = gate();
+    const calls: string[] = [];
+    const routes = cachedRoutes(
+      async (req) => {
+        calls.push(hostOf(req));
+        await release.promise;
+        return alpha.url;
+      },
+      { key: hostOf },
+    );
+    return { release, calls, routes };
+  }
+
   async function start(routes: RouteFunction, routeTimeout = 2000): Promise<Front> {
     const front = await startFront(express, { routes, logger, timeouts: { route: routeTimeout } });
     fronts.push(front);
@@ -66,16 +81,7 @@ describe.each(EXPRESS_VERSIONS)('route cache (%s)', (_name, express) => {
   });
 
   it('shares one lookup between concurrent requests for a key (single flight)', async () => {
-    const release = gate();
-    const calls: string[] = [];
-    const routes = cachedRoutes(
-      async (req) => {
-        calls.push(hostOf(req));
-        await release.promise;
-        return alpha.url;
-      },
-      { key: hostOf },
-    );
+    const { release, calls, routes } = heldLookups();
     const front = await start(routes);
     const answers = later(Promise.all(Array.from({ length: 5 }, () => get(front.port, 'a.test'))));
     await waitFor(() => routes.stats().misses === 5, 2000, 'five waiting requests');
@@ -291,16 +297,7 @@ describe.each(EXPRESS_VERSIONS)('route cache (%s)', (_name, express) => {
   });
 
   it('shares one lookup between a WebSocket upgrade and a request that wait together', async () => {
-    const release = gate();
-    const calls: string[] = [];
-    const routes = cachedRoutes(
-      async (req) => {
-        calls.push(hostOf(req));
-        await release.promise;
-        return alpha.url;
-      },
-      { key: hostOf },
-    );
+    const { release, calls, routes } = heldLookups();
     const front = await start(routes);
     const upgrade = later(openWebSocket(front.port, 'a.test'));
     const request = later(get(front.port, 'a.test'));
