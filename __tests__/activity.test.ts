@@ -3,7 +3,7 @@ import http from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
 import { createProxy, portHostRoutes, ProxyOptionsError, type ActivityInfo, type HonestProxy, type ProxyOptions } from '../src/index.ts';
 import { activityOf, createActivity } from '../src/observe/activity.ts';
-import { EXPRESS_VERSIONS, PREFIX } from './helpers/apps.ts';
+import { EXPRESS_VERSIONS, PREFIX, startProxyFront } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
 import { listen, type Running } from './helpers/servers.ts';
 
@@ -50,7 +50,7 @@ function gaps(reports: Report[]): number[] {
 describe('activity reporting (onActivity)', () => {
   let upstream: Running;
   let wss: WebSocketServer;
-  const fronts: Array<{ running: Running; proxy: HonestProxy }> = [];
+  const fronts: Array<{ close(): Promise<void> }> = [];
   const clients: WebSocket[] = [];
 
   beforeAll(async () => {
@@ -76,10 +76,7 @@ describe('activity reporting (onActivity)', () => {
 
   afterAll(async () => {
     for (const client of clients) client.terminate();
-    for (const { proxy, running } of fronts) {
-      await proxy.close({ timeout: 100 });
-      await running.close();
-    }
+    for (const started of fronts) await started.close();
     wss.close();
     await upstream.close();
   });
@@ -87,17 +84,14 @@ describe('activity reporting (onActivity)', () => {
   /** A proxy on its own server; reports are collected with the time they came. */
   async function front(extra: Partial<ProxyOptions> = {}): Promise<{ port: number; proxy: HonestProxy; reports: Report[] }> {
     const reports: Report[] = [];
-    const proxy = createProxy({
+    const started = await startProxyFront({
       routes: () => upstream.url,
       logger: captureLogs('info').logger,
       onActivity: (key, info) => void reports.push({ key, info, at: performance.now() }),
       ...extra,
     });
-    const server = http.createServer((req, res) => proxy(req, res));
-    server.on('upgrade', (req, socket, head) => proxy.upgrade(req, socket, head));
-    const running = await listen(server);
-    fronts.push({ running, proxy });
-    return { port: running.port, proxy, reports };
+    fronts.push(started);
+    return { port: started.port, proxy: started.proxy, reports };
   }
 
   it('reports a key once per interval however many requests pass, and again once the interval has passed', async () => {
@@ -262,7 +256,7 @@ describe('activity reporting (onActivity)', () => {
     const server = http.createServer(app);
     server.on('upgrade', proxy.upgradeThrough(app, PREFIX));
     const running = await listen(server);
-    fronts.push({ running, proxy });
+    fronts.push({ close: async () => (await proxy.close({ timeout: 100 }), await running.close()) });
 
     const answer = await get(running.port, '3000-sbx.localhost', `${PREFIX}/page`);
     expect(answer).toEqual({ status: 200, body: 'ok /page' });

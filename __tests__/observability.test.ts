@@ -2,7 +2,8 @@ import diagnostics from 'node:diagnostics_channel';
 import http from 'node:http';
 import { Gauge, Registry, register as globalRegistry } from 'prom-client';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createProxy, portHostRoutes, ProxyOptionsError, type ErrorMessage, type HonestProxy, type ProxyOptions, type RequestStartMessage, type ResponseMessage, type WebSocketMessage } from '../src/index.ts';
+import { createProxy, portHostRoutes, ProxyOptionsError, type ErrorMessage, type ProxyOptions, type RequestStartMessage, type ResponseMessage, type WebSocketMessage } from '../src/index.ts';
+import { startProxyFront, type ProxyFront } from './helpers/apps.ts';
 import { captureLogs } from './helpers/logs.ts';
 import { realProcess } from './helpers/real-process.ts';
 import { closedPort, listen, type Running } from './helpers/servers.ts';
@@ -71,7 +72,7 @@ describe('observability', () => {
   let upstream: Running;
   let wss: WebSocketServer;
   let downPort: number;
-  const fronts: Array<{ running: Running; proxy: HonestProxy }> = [];
+  const fronts: ProxyFront[] = [];
   const clients: WebSocket[] = [];
 
   beforeAll(async () => {
@@ -96,25 +97,19 @@ describe('observability', () => {
 
   afterAll(async () => {
     for (const client of clients) client.terminate();
-    for (const { proxy, running } of fronts) {
-      await proxy.close({ timeout: 100 });
-      await running.close();
-    }
+    for (const started of fronts) await started.close();
     wss.close();
     await upstream.close();
   });
 
   async function front(extra: Partial<ProxyOptions> = {}): Promise<number> {
-    const proxy = createProxy({
+    const started = await startProxyFront({
       routes: { 'app.localhost': upstream.url, 'down.localhost': `http://127.0.0.1:${downPort}` },
       logger: captureLogs('info').logger,
       ...extra,
     });
-    const server = http.createServer((req, res) => proxy(req, res));
-    server.on('upgrade', (req, socket, head) => proxy.upgrade(req, socket, head));
-    const running = await listen(server);
-    fronts.push({ running, proxy });
-    return running.port;
+    fronts.push(started);
+    return started.port;
   }
 
   describe('metrics', () => {
