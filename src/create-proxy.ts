@@ -13,6 +13,7 @@ import { createShutdown, type CloseOptions } from './lifecycle/shutdown.ts';
 import { createTracker, trackExchange, trackLingering, trackWebSocket } from './lifecycle/tracker.ts';
 import { createDefaultLogger, requestFields, type Logger } from './logging.ts';
 import { ACTIVITY, createActivity } from './observe/activity.ts';
+import { createFailureLog } from './observe/failure-log.ts';
 import { createObserver } from './observe/observer.ts';
 import { observeRouteCache } from './observe/route-cache-metrics.ts';
 import { resolveOptions, type ProxyOptions } from './options.ts';
@@ -80,7 +81,8 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
   });
   const admit = createAdmission(config, logger, balancer, () => tracker.draining);
   const settleUnreadBody = createUnreadBodySettler(createLingeringClose(config.lingeringClose, (socket) => trackLingering(tracker, socket)));
-  const handleFailure = createFailureHandler({ config, logger, balancer, observer, settleUnreadBody, replay });
+  const failureLog = createFailureLog(logger, config.foldRepeatedFailures);
+  const handleFailure = createFailureHandler({ config, logger, failureLog, balancer, observer, settleUnreadBody, replay });
   const engine = createEngine({
     agents,
     tls: config.tls,
@@ -144,7 +146,8 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
   const shutdown = createShutdown(tracker, agents, logger);
   const close = (options?: CloseOptions) => {
     activity?.stop();
-    return shutdown(options);
+    // The failures of the last requests may still be folded: their counts are written once nothing is in flight.
+    return shutdown(options).finally(() => failureLog.flush());
   };
   return Object.assign(middleware, { ...upgrades, close, [ACTIVITY]: activity });
 }

@@ -3,7 +3,8 @@ import { classifyUpstreamError } from './classify.ts';
 import type { UnreadBodySettler } from './client/body.ts';
 import { markLastRequest } from './client/connection.ts';
 import { beginExchange, clientIsGone, exchangeOf, isResponse, type ClientSide, type Exchange } from './exchange.ts';
-import { describeCause, logProxyError, requestFields, type Logger } from './logging.ts';
+import { describeCause, requestFields, type Logger } from './logging.ts';
+import type { FailureLog } from './observe/failure-log.ts';
 import type { ResolvedOptions } from './options.ts';
 import { RouteNotFoundError, type ProxyError } from './errors.ts';
 import { buildErrorResponse, sendErrorResponse, withResponseHeaders, writeErrorResponseToSocket } from './respond.ts';
@@ -18,6 +19,8 @@ export type FailureHandler = (err: unknown, req: IncomingMessage, client: Client
 export interface FailureSettings {
   config: ResolvedOptions;
   logger: Logger;
+  /** Where answered failures are recorded (identical upstream failures folded). */
+  failureLog: FailureLog;
   balancer: Balancer;
   observer: Observer;
   settleUnreadBody: UnreadBodySettler;
@@ -30,7 +33,7 @@ export interface FailureSettings {
  * race caused it, else answer with the ProxyError, or abort when the client
  * already holds part of the upstream's response.
  */
-export function createFailureHandler({ config, logger, balancer, observer, settleUnreadBody, replay }: FailureSettings): FailureHandler {
+export function createFailureHandler({ config, logger, failureLog, balancer, observer, settleUnreadBody, replay }: FailureSettings): FailureHandler {
   /**
    * A connect failure sent nothing upstream: try another upstream of the
    * route, or wait out a startup grace. The body is still unread (the engine
@@ -81,11 +84,11 @@ export function createFailureHandler({ config, logger, balancer, observer, settl
     if (exchange.clientHeadWritten || (isResponse(client) && client.headersSent)) {
       // Too late for a status: cut the connection so the client cannot take a
       // truncated body for a complete one (Go's ReverseProxy does the same).
-      logProxyError(logger, error, req, exchange, { afterResponseStarted: true });
+      failureLog.record(error, req, exchange, { afterResponseStarted: true });
       client!.destroy();
       return;
     }
-    logProxyError(logger, error, req, exchange);
+    failureLog.record(error, req, exchange);
     const response = buildErrorResponse(error, req, config, exchange.requestId);
     if (!isResponse(client)) {
       writeErrorResponseToSocket(client!, response);

@@ -55,6 +55,10 @@ const LEVEL_BY_CODE: Record<ProxyErrorCode, 'debug' | 'info' | 'warn' | 'error'>
   INTERNAL_PROXY_ERROR: 'error',
 };
 
+export function failureLevel(code: ProxyErrorCode): LogLevel {
+  return LEVEL_BY_CODE[code];
+}
+
 export interface ExchangeFields {
   requestId: string | undefined;
   /** Once the request was found well-formed; its host is the routing key. */

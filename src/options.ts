@@ -13,6 +13,7 @@ import { compileRoutes, type ProxyRequest, type RouteResolver, type Routes } fro
 import { compileTrust, type ForwardedMode, type TrustFunction, type TrustProxy } from './upstream/forwarded.ts';
 import { resolveMetrics, type MetricsOptions, type MetricsSettings } from './observe/metrics.ts';
 import { resolveActivity, type ActivityListener, type ActivitySettings } from './observe/activity.ts';
+import { resolveFoldWindow } from './observe/failure-log.ts';
 import { routeKeyOf, type RouteKey } from './routes/route-key.ts';
 import { resolveLingeringClose, type LingeringCloseOptions, type LingeringLimits } from './client/lingering-close.ts';
 import { DEFAULT_ROUTE_TIMEOUT } from './routes/deadline.ts';
@@ -165,6 +166,14 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
    * decoded first; the result is sent unencoded). A route may set its own, or `false`.
    */
   transformResponse?: TransformResponseOptions<Req> | false;
+  /**
+   * The same upstream failure (host, upstream, code, cause) again within this
+   * many ms is counted, not logged: the first is logged in full, and one record
+   * with `folded: N` closes the window. Warn records only (unreachable, timed
+   * out, broken upstreams); metrics count every failure. Default 1000; `false`
+   * logs every failure.
+   */
+  foldRepeatedFailures?: number | false;
 }
 
 // `satisfies`: a timeout added to TimeoutOptions without a default here (or
@@ -210,6 +219,7 @@ export interface ResolvedOptions {
   pathRewrite: PathRewrite | undefined;
   /** The proxy-wide transformResponse; undefined when unset or false. */
   transformResponse: TransformRule | undefined;
+  foldRepeatedFailures: number | false;
 }
 
 const KNOWN_OPTIONS = [
@@ -246,6 +256,7 @@ const KNOWN_OPTIONS = [
   'responseHeaders',
   'pathRewrite',
   'transformResponse',
+  'foldRepeatedFailures',
 ] as const satisfies ReadonlyArray<keyof ProxyOptions>;
 true satisfies EveryKeyListed<ProxyOptions, (typeof KNOWN_OPTIONS)[number]>;
 
@@ -381,6 +392,7 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     responseHeaders,
     pathRewrite,
     transformResponse,
+    foldRepeatedFailures,
   } = options;
 
   const resolvedTimeouts = resolveTimeouts(timeouts);
@@ -433,5 +445,6 @@ export function resolveOptions<Req extends IncomingMessage>(options: ProxyOption
     responseHeaders: compileResponseHeaders(responseHeaders, 'responseHeaders'),
     pathRewrite: compilePathRewrite(pathRewrite, 'pathRewrite'),
     transformResponse: compileTransform(transformResponse, 'transformResponse') || undefined,
+    foldRepeatedFailures: resolveFoldWindow(foldRepeatedFailures),
   };
 }
