@@ -13,11 +13,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { closedPort } from './closed-port.ts';
 import { startChild, stopAllChildren } from './ipc/parent.ts';
 import { runLoad } from './load/autocannon.ts';
 import { describePinning, setUpPinning } from './pinning.ts';
 import { startProxies } from './proxies.ts';
-import { median, VARIANTS, type Variant } from './results.ts';
+import { median, NOT_ON_ERROR_PATH, VARIANTS, type Variant } from './results.ts';
 import { HOST, SCENARIOS, type LoadScenario } from './scenarios.ts';
 
 const { values: flags } = parseArgs({
@@ -39,8 +40,10 @@ const rounds = Number(flags.rounds);
 const seconds = Number(flags.seconds);
 if (!(Number.isInteger(rounds) && rounds >= 4)) throw new Error('--rounds must be a whole number >= 4');
 if (!(seconds > 0 && seconds <= 30)) throw new Error('--seconds must be in (0, 30]');
-const scenario = SCENARIOS.find((s): s is LoadScenario => s.kind === 'load' && s.id === flags.scenario && !s.deadUpstream);
-if (!scenario) throw new Error(`--scenario must be one of ${SCENARIOS.filter((s) => s.kind === 'load' && !s.deadUpstream).map((s) => s.id).join(', ')}`);
+const scenario = SCENARIOS.find((s): s is LoadScenario => s.kind === 'load' && s.id === flags.scenario);
+if (!scenario) throw new Error(`--scenario must be one of ${SCENARIOS.filter((s) => s.kind === 'load').map((s) => s.id).join(', ')}`);
+const unanswerable = variants.filter((v) => scenario.deadUpstream && NOT_ON_ERROR_PATH.includes(v));
+if (unanswerable.length) throw new Error(`${unanswerable.join(', ')} cannot answer ${scenario.id}: it has no error response of its own`);
 const connections = flags.connections === undefined ? scenario.connections : Number(flags.connections);
 if (!(Number.isInteger(connections) && connections >= 1)) throw new Error('--connections must be a whole number >= 1');
 
@@ -54,7 +57,9 @@ const dir = mkdtempSync(join(os.tmpdir(), 'honest-proxy-ab-'));
 try {
   const others = pinning.pinned ? pinning.otherCpus : undefined;
   const upstream = await startChild({ name: 'upstream', script: new URL('./upstream.ts', import.meta.url), args: [], logFile: join(dir, 'upstream.log'), cpus: others });
-  const proxies = await startProxies(variants, `http://127.0.0.1:${upstream.port}`, dir, 'ab', [], pinning.pinned ? pinning.proxyCpus : undefined);
+  // On the error path every proxy points at a port nobody listens on; the upstream runs all the same, so the layout is the one of the other scenarios.
+  const target = `http://127.0.0.1:${scenario.deadUpstream ? await closedPort() : upstream.port}`;
+  const proxies = await startProxies(variants, target, dir, 'ab', [], pinning.pinned ? pinning.proxyCpus : undefined);
   process.stderr.write(`${describePinning(pinning)}\n`);
   const body = scenario.bodyBytes ? Buffer.alloc(scenario.bodyBytes, 'p') : undefined;
   const load = (variant: Variant, windowSeconds: number) =>
@@ -69,7 +74,8 @@ try {
       const before = await child.usage();
       const sample = await load(variant, seconds);
       const after = await child.usage();
-      bad += sample.non2xx + sample.errors + sample.timeouts;
+      // On the error path every answer is a 5xx; a 2xx there, or a broken connection anywhere, is a fault.
+      bad += (scenario.deadUpstream ? sample.requests - sample.non2xx : sample.non2xx) + sample.errors + sample.timeouts;
       cpu.get(variant)!.push((after.cpuMicros - before.cpuMicros) / sample.requests);
     }
     process.stderr.write(`round ${round + 1}/${rounds}: ${variants.map((v) => `${v} ${cpu.get(v)!.at(-1)!.toFixed(0)}`).join(', ')} µs/req\n`);
@@ -82,7 +88,7 @@ try {
     const ratios = cpu.get(reference)!.map((ref, i) => ref / cpu.get(variant)![i]!);
     lines.push(`| ${variant} | ${median(cpu.get(variant)!)!.toFixed(1)} | ${median(ratios)!.toFixed(3)}x | ${quartile(ratios, 0.25).toFixed(3)}-${quartile(ratios, 0.75).toFixed(3)}x |`);
   }
-  lines.push('', `non-2xx, errors and timeouts over all windows: ${bad}`);
+  lines.push('', `${scenario.deadUpstream ? '2xx' : 'non-2xx'}, errors and timeouts over all windows: ${bad}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   if (bad) process.exitCode = 1;
 } finally {
