@@ -1,7 +1,8 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex, PassThrough, Readable } from 'node:stream';
+import type { Duplex, PassThrough } from 'node:stream';
 import { numberArrival } from './client/connection.ts';
 import type { ProxyError } from './errors.ts';
+import type { BodySource } from './guards/body-limit.ts';
 import type { RequestTarget } from './request/validate.ts';
 import type { ResolvedRoute } from './routes/target.ts';
 import type { TrustFunction } from './upstream/forwarded.ts';
@@ -41,7 +42,7 @@ export interface Exchange {
   /** The request to the upstream, once httpxy has made it. */
   proxyReq: ClientRequest | undefined;
   /** What httpxy reads the body from when it must be counted on the way; else the request itself. */
-  bodySource: Readable | undefined;
+  bodySource: BodySource | undefined;
   /** Hold the body back until the upstream connection is up, so a connect failure can be retried. */
   deferBody: boolean;
   /** This attempt's gate for a deferred body. */

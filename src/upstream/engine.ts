@@ -1,8 +1,9 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import { PassThrough, type Duplex, type Stream } from 'node:stream';
 import { createProxyMiddleware, type Plugin } from 'http-proxy-middleware';
 import type { UnreadBodySettler } from '../client/body.ts';
+import type { BodySource } from '../guards/body-limit.ts';
 import { UpstreamProtocolError } from '../errors.ts';
 import { exchangeOf, type Exchange } from '../exchange.ts';
 import type { FailureHandler } from '../failure.ts';
@@ -100,7 +101,7 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
     const fresh = exchange.retried || isUpgrade;
     const upstream = exchange.upstream!;
     const tls = upstream.protocol === 'https:' ? (exchange.route!.tls ?? proxyTls) : undefined;
-    let buffer: Readable | undefined;
+    let buffer: BodySource | undefined;
     if (exchange.deferBody) buffer = exchange.bodyGate = new PassThrough();
     else buffer = exchange.bodySource;
     return {
@@ -109,7 +110,8 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
       headers: exchange.headerPlan!.set,
       ignorePath: true,
       changeOrigin: exchange.route!.changeOrigin ?? changeOrigin,
-      ...(buffer && { buffer }),
+      // httpxy only pipes it to the upstream request.
+      ...(buffer && { buffer: buffer as Stream }),
       // httpxy builds the outgoing request on `ssl`, so each request gets its own copy;
       // it sets rejectUnauthorized from `secure`. Pooled or fresh, the connection gets them.
       ...(tls && { ssl: { ...tls.connect }, secure: tls.rejectUnauthorized }),
