@@ -199,7 +199,7 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
       applyRemovals(proxyReq, exchange.headerPlan!);
       armTimeouts(proxyReq, timeouts, exchange.route!.timeouts);
       // Ahead of httpxy, which writes a refusal's status line to the socket as it came.
-      proxyReq.prependListener('response', (proxyRes) => {
+      const refused = (proxyRes: IncomingMessage) => {
         exchange.upstreamResponded = true;
         const problem = statusLineProblem(proxyRes);
         if (!problem) {
@@ -209,8 +209,12 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
         proxyRes.on('error', () => {});
         proxyReq.destroy();
         fail(new UpstreamProtocolError(problem), req, socket);
-      });
+      };
+      proxyReq.prependListener('response', refused);
       proxyReq.once('upgrade', (_proxyRes, upstreamSocket) => {
+        // The request stays reachable while the WebSocket is open (see
+        // armTimeouts): a listener for a response that cannot come goes.
+        proxyReq.removeListener('response', refused);
         exchange.upstreamResponded = true;
         exchange.clientHeadWritten = true;
         onWebSocket(req, exchange, socket, upstreamSocket);
