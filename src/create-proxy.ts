@@ -10,7 +10,7 @@ import { beginExchange, clientIsGone, exchangeOf, type ClientSide, type Exchange
 import { createFailureHandler } from './failure.ts';
 import { createForwarding } from './forwarding.ts';
 import { createShutdown, type CloseOptions } from './lifecycle/shutdown.ts';
-import { createTracker, trackExchange, trackLingering, trackWebSocket } from './lifecycle/tracker.ts';
+import { createTracker, trackExchange, trackLingering, trackWebSocket, type OpenWebSocket } from './lifecycle/tracker.ts';
 import { createDefaultLogger, requestFields, type Logger } from './logging.ts';
 import { ACTIVITY, createActivity } from './observe/activity.ts';
 import { createObserver } from './observe/observer.ts';
@@ -94,9 +94,14 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     transforms: { wide: config.transformResponse, logger },
     onWebSocket(req, exchange, client, upstream) {
       observer.webSocketOpened(req, exchange, client);
-      trackWebSocket(tracker, { client, upstream }, () => observer.webSocketClosed(req, exchange, client));
+      trackWebSocket(tracker, { client, upstream, req, exchange }, webSocketClosed);
     },
   });
+
+  /** One function for every WebSocket's close: a closure per WebSocket would live as long as it. */
+  function webSocketClosed({ req, exchange, client }: OpenWebSocket & { req: IncomingMessage; exchange: Exchange }): void {
+    observer.webSocketClosed(req, exchange, client);
+  }
 
   /** Sends a request again (a stale socket, a connect failure), unless its client left meanwhile. */
   function replay(req: IncomingMessage, client: ClientSide, delayMs: number): void {
