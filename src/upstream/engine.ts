@@ -105,7 +105,7 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
     else buffer = exchange.bodySource;
     return {
       target: upstreamTarget(upstream, exchange.target!.path) as ServerOptions['target'],
-      agent: fresh ? false : agents.agentFor(upstream, tls),
+      agent: fresh ? agents.freshAgentFor(upstream) : agents.agentFor(upstream, tls),
       headers: exchange.headerPlan!.set,
       ignorePath: true,
       changeOrigin: exchange.route!.changeOrigin ?? changeOrigin,
