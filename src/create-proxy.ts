@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createAdmission } from './admission.ts';
 import { createUnreadBodySettler } from './client/body.ts';
+import { forgetRequestOrder } from './client/connection.ts';
 import { createLingeringClose } from './client/lingering-close.ts';
 import { takeUpgrade } from './client/upgrade.ts';
 import { createUpgradeEntries } from './client/upgrade-entries.ts';
@@ -93,6 +94,7 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     fail: handleFailure,
     transforms: { wide: config.transformResponse, logger },
     onWebSocket(req, exchange, client, upstream) {
+      forgetRequestOrder(client);
       observer.webSocketOpened(req, exchange, client);
       trackWebSocket(tracker, { client, upstream, req, exchange }, webSocketClosed);
     },

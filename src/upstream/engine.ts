@@ -215,6 +215,8 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
         // The request stays reachable while the WebSocket is open (see
         // armTimeouts): a listener for a response that cannot come goes.
         proxyReq.removeListener('response', refused);
+        // The headers went out: the plan is done with (httpxy keeps the `set` it was given).
+        exchange.headerPlan = undefined;
         exchange.upstreamResponded = true;
         exchange.clientHeadWritten = true;
         onWebSocket(req, exchange, socket, upstreamSocket);
