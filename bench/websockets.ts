@@ -21,7 +21,7 @@ const RESULTS_DIR = new URL('./results/', import.meta.url);
 /** Opened and closed before the baseline, so lazily loaded modules, JIT code and pools first made for a WebSocket are not billed to each one. */
 const WARM_UP = 100;
 const DEFAULT_COUNTS = '3000,max';
-const DEFAULT_VARIANTS = 'hpm,honest-proxy';
+const DEFAULT_VARIANTS = 'httpxy-raw,hpm,honest-proxy';
 const SETTLE_TIMEOUT_MS = 20_000;
 const KiB = 1024;
 const MiB = 1024 * 1024;

@@ -1,8 +1,8 @@
 // How many WebSockets one proxy process can hold: each proxied WebSocket is
 // two descriptors in the proxy (the client's socket and the upstream's), one
 // in the client and one in the upstream. The hard limit is what a child can
-// raise its soft limit to; raising the hard limit needs CAP_SYS_RESOURCE in
-// the process's user namespace, which a container usually does not grant.
+// raise its soft limit to; raising the hard limit needs CAP_SYS_RESOURCE,
+// which containers and VMs often drop (this one does, even for root).
 import { execFileSync } from 'node:child_process';
 
 /** Descriptors a proxy process holds besides its WebSockets: stdio, IPC, epoll, libuv's pipes, the listening socket, a margin. */

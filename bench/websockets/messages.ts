@@ -6,6 +6,8 @@
 /** The proxy child's memory after full collections. Bytes. */
 export interface MemorySample {
   heapUsed: number;
+  /** The V8 heap's committed size: heapUsed plus the free space V8 keeps (part of RSS). */
+  heapTotal: number;
   rss: number;
   /** Memory of C++ objects bound to JS ones (socket handles, Buffers): not in heapUsed. */
   external: number;

@@ -25,8 +25,8 @@ async function collectGarbage(): Promise<void> {
 
 async function sample(): Promise<MemorySample> {
   await collectGarbage();
-  const { heapUsed, rss, external } = process.memoryUsage();
-  return { heapUsed, rss, external, fds: readdirSync('/proc/self/fd').length };
+  const { heapUsed, heapTotal, rss, external } = process.memoryUsage();
+  return { heapUsed, heapTotal, rss, external, fds: readdirSync('/proc/self/fd').length };
 }
 
 await serve(
