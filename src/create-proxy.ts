@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createAdmission } from './admission.ts';
 import { createUnreadBodySettler } from './client/body.ts';
+import { forgetRequestOrder } from './client/connection.ts';
 import { createLingeringClose } from './client/lingering-close.ts';
 import { takeUpgrade } from './client/upgrade.ts';
 import { createUpgradeEntries } from './client/upgrade-entries.ts';
@@ -10,7 +11,7 @@ import { beginExchange, clientIsGone, exchangeOf, type ClientSide, type Exchange
 import { createFailureHandler } from './failure.ts';
 import { createForwarding } from './forwarding.ts';
 import { createShutdown, type CloseOptions } from './lifecycle/shutdown.ts';
-import { createTracker, trackExchange, trackLingering, trackWebSocket } from './lifecycle/tracker.ts';
+import { createTracker, trackExchange, trackLingering, trackWebSocket, type OpenWebSocket } from './lifecycle/tracker.ts';
 import { createDefaultLogger, requestFields, type Logger } from './logging.ts';
 import { ACTIVITY, createActivity } from './observe/activity.ts';
 import { createFailureLog } from './observe/failure-log.ts';
@@ -95,10 +96,16 @@ export function createProxy<Req extends IncomingMessage = ProxyRequest>(options:
     fail: handleFailure,
     transforms: { wide: config.transformResponse, logger },
     onWebSocket(req, exchange, client, upstream) {
+      forgetRequestOrder(client);
       observer.webSocketOpened(req, exchange, client);
-      trackWebSocket(tracker, { client, upstream }, () => observer.webSocketClosed(req, exchange, client));
+      trackWebSocket(tracker, { client, upstream, req, exchange }, webSocketClosed);
     },
   });
+
+  /** One function for every WebSocket's close: a closure per WebSocket would live as long as it. */
+  function webSocketClosed({ req, exchange, client }: OpenWebSocket & { req: IncomingMessage; exchange: Exchange }): void {
+    observer.webSocketClosed(req, exchange, client);
+  }
 
   /** Sends a request again (a stale socket, a connect failure), unless its client left meanwhile. */
   function replay(req: IncomingMessage, client: ClientSide, delayMs: number): void {

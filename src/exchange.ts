@@ -36,7 +36,7 @@ export interface Exchange {
   trust: TrustFunction | undefined;
   /** `req.body` encoded again, when a body parser had read the stream (consumedBody: 'reserialize'). */
   replacementBody: Buffer | undefined;
-  /** How the upstream's headers differ from the client's; the client's are never edited. */
+  /** How the upstream's headers differ from the client's; the client's are never edited. Unset once a WebSocket is open. */
   headerPlan: UpstreamHeaderPlan | undefined;
   next: NextFunction | undefined;
   /** The request to the upstream, once httpxy has made it. */

@@ -11,7 +11,7 @@ import { createProxy, type ProxyOptions } from '../../src/index.ts';
 import { HOST } from '../scenarios.ts';
 import { listen, type StartedVariant, type StartVariant } from './listen.ts';
 
-class DiscardTransport extends Transport {
+export class DiscardTransport extends Transport {
   override log(_info: unknown, callback: () => void): void {
     callback();
   }

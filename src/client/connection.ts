@@ -44,3 +44,13 @@ export function comesAfterLastRequest(req: IncomingMessage, arrival: number): bo
   const order = (req.socket as WithOrder)[ORDER];
   return order !== undefined && arrival > order.last;
 }
+
+/**
+ * The connection became a WebSocket: no HTTP request will arrive on it again,
+ * and its order, kept on the socket, would otherwise stay as long as it does.
+ * Set to undefined, not deleted: a delete would turn the socket's properties
+ * into a dictionary.
+ */
+export function forgetRequestOrder(socket: Duplex): void {
+  (socket as WithOrder)[ORDER] = undefined;
+}

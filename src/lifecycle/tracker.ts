@@ -34,18 +34,22 @@ export function trackExchange(tracker: Tracker, res: ServerResponse): void {
   });
 }
 
-export function trackWebSocket(tracker: Tracker, webSocket: OpenWebSocket, onClosed: () => void): void {
+/**
+ * Tracks `webSocket` until either of its sockets closes, then calls
+ * `onClosed(webSocket)`. Everything here lives as long as the WebSocket, so
+ * it is one closure for both sockets: `onClosed` is shared and gets what it
+ * needs from the entry, and `on` rather than `once` (each socket closes once,
+ * and leaving the set marks the pair closed) spares once's two wrappers.
+ */
+export function trackWebSocket<W extends OpenWebSocket>(tracker: Tracker, webSocket: W, onClosed: (webSocket: W) => void): void {
   tracker.webSockets.add(webSocket);
-  let closed = false;
   const close = () => {
-    if (closed) return;
-    closed = true;
-    tracker.webSockets.delete(webSocket);
-    onClosed();
+    if (!tracker.webSockets.delete(webSocket)) return;
+    onClosed(webSocket);
     tracker.onSettled?.();
   };
-  webSocket.client.once('close', close);
-  webSocket.upstream.once('close', close);
+  webSocket.client.on('close', close);
+  webSocket.upstream.on('close', close);
 }
 
 /** A connection in a lingering close counts as in flight until it closes. */

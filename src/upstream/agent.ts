@@ -21,6 +21,17 @@ export interface UpstreamAgents {
    * setting's own pool, so no connection is reused under other settings.
    */
   agentFor(upstream: URL, tls: TlsSettings | undefined): http.Agent;
+  /**
+   * For a request that must have a connection of its own (an upgrade, a
+   * replay): an agent that keeps nothing alive, so each request gets a new
+   * socket and Node sends `Connection: close` where it would, exactly as with
+   * `agent: false`. Not `agent: false` itself: for that Node makes a new Agent
+   * per request (its lists, listeners and options: 1.2 KiB of heap per open
+   * WebSocket in bench:websockets), and an
+   * upgrade's request, and with it that Agent, stays reachable for as long as
+   * its WebSocket is open (httpxy's listeners on the sockets hold it).
+   */
+  freshAgentFor(upstream: URL): http.Agent;
   /** Destroys every pool the proxy made; never one the user passed. */
   destroy(): void;
 }
@@ -53,6 +64,11 @@ export function createUpstreamAgents(option: AgentOption | undefined): UpstreamA
   const secure = single ?? (option as { https?: https.Agent } | undefined)?.https;
   const agents = { http: plain ?? new http.Agent(POOL), https: secure ?? new https.Agent(POOL) };
   const tlsPools = new LRUCache<string, https.Agent>({ max: MAX_TLS_POOLS, dispose: retire });
+  // Node's defaults, as `agent: false` gets them, without the TLS session
+  // cache a discarded agent never got to reuse. An agent without keepAlive
+  // pools nothing, and an upgraded socket leaves its agent, so these hold no
+  // socket once a request is done and need no destroy.
+  const fresh = { http: new http.Agent(), https: new https.Agent({ maxCachedSessions: 0 }) };
 
   return {
     agentFor(upstream, tls) {
@@ -61,6 +77,9 @@ export function createUpstreamAgents(option: AgentOption | undefined): UpstreamA
       let agent = tlsPools.get(tls.key);
       if (!agent) tlsPools.set(tls.key, (agent = new https.Agent(POOL)));
       return agent;
+    },
+    freshAgentFor(upstream) {
+      return upstream.protocol === 'https:' ? fresh.https : fresh.http;
     },
     destroy() {
       // close() calls this once nothing is in flight: every socket left is idle, and retiring closes it.

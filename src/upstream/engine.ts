@@ -106,7 +106,7 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
     else buffer = exchange.bodySource;
     return {
       target: upstreamTarget(upstream, exchange.target!.path) as ServerOptions['target'],
-      agent: fresh ? false : agents.agentFor(upstream, tls),
+      agent: fresh ? agents.freshAgentFor(upstream) : agents.agentFor(upstream, tls),
       headers: exchange.headerPlan!.set,
       ignorePath: true,
       changeOrigin: exchange.route!.changeOrigin ?? changeOrigin,
@@ -201,7 +201,7 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
       applyRemovals(proxyReq, exchange.headerPlan!);
       armTimeouts(proxyReq, timeouts, exchange.route!.timeouts);
       // Ahead of httpxy, which writes a refusal's status line to the socket as it came.
-      proxyReq.prependListener('response', (proxyRes) => {
+      const refused = (proxyRes: IncomingMessage) => {
         exchange.upstreamResponded = true;
         const problem = statusLineProblem(proxyRes);
         if (!problem) {
@@ -211,8 +211,14 @@ export function createEngine({ agents, tls: proxyTls, changeOrigin, timeouts, lo
         proxyRes.on('error', () => {});
         proxyReq.destroy();
         fail(new UpstreamProtocolError(problem), req, socket);
-      });
+      };
+      proxyReq.prependListener('response', refused);
       proxyReq.once('upgrade', (_proxyRes, upstreamSocket) => {
+        // The request stays reachable while the WebSocket is open (see
+        // armTimeouts): a listener for a response that cannot come goes.
+        proxyReq.removeListener('response', refused);
+        // The headers went out: the plan is done with (httpxy keeps the `set` it was given).
+        exchange.headerPlan = undefined;
         exchange.upstreamResponded = true;
         exchange.clientHeadWritten = true;
         onWebSocket(req, exchange, socket, upstreamSocket);

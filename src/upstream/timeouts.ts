@@ -63,19 +63,31 @@ export function armTimeouts(proxyReq: ClientRequest, proxyWide: ExchangeTimeouts
       startResponseClock();
     });
   }
-  proxyReq.on('finish', () => {
+  const finished = () => {
     sent = true;
     startResponseClock();
-  });
-  proxyReq.on('response', () => {
+  };
+  const responded = () => {
     settle();
     // Idle: no byte either way on the upstream socket while the body streams.
     // Node's socket timeout is exactly that, and it is reset on every read and write.
     proxyReq.setTimeout(idleMs, () =>
       proxyReq.destroy(new UpstreamTimeoutError(`no data for ${idleMs} ms while streaming`, { proxyStatus: 'connection_read_timeout' })),
     );
-  });
-  // A WebSocket's frames have no clock of ours: they may rightly be quiet for hours.
-  proxyReq.on('upgrade', settle);
+  };
+  // A WebSocket's frames have no clock of ours: they may rightly be quiet for
+  // hours. Its request stays reachable as long as the WebSocket is open
+  // (httpxy's listeners on both sockets hold it), and with it every listener
+  // here and the closures they share: they go, as there is nothing left to time.
+  const upgraded = () => {
+    settle();
+    proxyReq.removeListener('finish', finished);
+    proxyReq.removeListener('response', responded);
+    proxyReq.removeListener('upgrade', upgraded);
+    proxyReq.removeListener('close', settle);
+  };
+  proxyReq.on('finish', finished);
+  proxyReq.on('response', responded);
+  proxyReq.on('upgrade', upgraded);
   proxyReq.on('close', settle);
 }
