@@ -42,7 +42,8 @@ interface Fold {
  * cause, and unless the connect failed, method and path) is logged in full as always; the same failure again within
  * `windowMs` is only counted, and one record with that count (`folded`) closes
  * the window. Metrics still count every failure. Info, debug and error
- * records, and failures after a response began, are never folded.
+ * records, failures before an upstream was chosen (a route lookup that timed
+ * out) and failures after a response began are never folded.
  */
 export function createFailureLog(logger: Logger, windowMs: number | false): FailureLog {
   if (windowMs === false) return { record: (error, req, exchange, extra) => logProxyError(logger, error, req, exchange, extra), flush() {} };
@@ -66,7 +67,8 @@ export function createFailureLog(logger: Logger, windowMs: number | false): Fail
 
   return {
     record(error, req, exchange, extra) {
-      if (extra !== undefined || failureLevel(error.code) !== 'warn' || !logger.isLevelEnabled('warn')) {
+      // Upstream trouble only: a route lookup that timed out has no upstream, and each such record carries its own wait.
+      if (extra !== undefined || exchange.upstream === undefined || failureLevel(error.code) !== 'warn' || !logger.isLevelEnabled('warn')) {
         logProxyError(logger, error, req, exchange, extra);
         return;
       }
