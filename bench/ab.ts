@@ -1,4 +1,4 @@
-// `node bench/ab.ts --variants hpm,honest-proxy[,...] [--scenario small-get] [--connections N] [--rounds 24] [--seconds 1]`:
+// `node bench/ab.ts --variants hpm,honest-proxy[,...] [--scenario small-get] [--connections N] [--rounds 24] [--seconds 1] [--control]`:
 // a paired comparison for questions smaller than the full run can settle.
 //
 // On this kind of machine one variant's CPU per request moves by 15-40%
@@ -14,7 +14,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { closedPort } from './closed-port.ts';
-import { startChild, stopAllChildren } from './ipc/parent.ts';
+import { startChild, stopAllChildren, type Child } from './ipc/parent.ts';
 import { runLoad } from './load/autocannon.ts';
 import { describePinning, setUpPinning } from './pinning.ts';
 import { startProxies } from './proxies.ts';
@@ -30,6 +30,8 @@ const { values: flags } = parseArgs({
     // Fewer clients than hpm's pool keeps free (64): no connection churn on hpm's side to flatter the ratio.
     connections: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
+    // Also run the first variant in a second process (an A/A control).
+    control: { type: 'boolean', default: false },
   },
 });
 
@@ -59,34 +61,41 @@ try {
   const upstream = await startChild({ name: 'upstream', script: new URL('./upstream.ts', import.meta.url), args: [], logFile: join(dir, 'upstream.log'), cpus: others });
   // On the error path every proxy points at a port nobody listens on; the upstream runs all the same, so the layout is the one of the other scenarios.
   const target = `http://127.0.0.1:${scenario.deadUpstream ? await closedPort() : upstream.port}`;
-  const proxies = await startProxies(variants, target, dir, 'ab', [], pinning.pinned ? pinning.proxyCpus : undefined);
+  const cpus = pinning.pinned ? pinning.proxyCpus : undefined;
+  const proxies = await startProxies(variants, target, dir, 'ab', [], cpus);
+  const [reference] = variants as [Variant, ...Variant[]];
+  // The same variant in a second process: what two identical processes differ by, the floor under every other ratio.
+  const control = flags.control ? await startProxies([reference], target, dir, 'ab-control', [], cpus) : undefined;
+  const entries = [
+    ...variants.map((variant) => ({ label: variant as string, child: proxies.get(variant)! })),
+    ...(control ? [{ label: `${reference}, a second process`, child: control.get(reference)! }] : []),
+  ];
   process.stderr.write(`${describePinning(pinning)}\n`);
   const body = scenario.bodyBytes ? Buffer.alloc(scenario.bodyBytes, 'p') : undefined;
-  const load = (variant: Variant, windowSeconds: number) =>
-    runLoad({ port: proxies.get(variant)!.port, host: HOST, method: scenario.method, path: scenario.path, body, connections, seconds: windowSeconds });
-  for (const variant of variants) await load(variant, 2);
+  const load = (child: Child, windowSeconds: number) =>
+    runLoad({ port: child.port, host: HOST, method: scenario.method, path: scenario.path, body, connections, seconds: windowSeconds });
+  for (const { child } of entries) await load(child, 2);
 
-  const cpu = new Map<Variant, number[]>(variants.map((v) => [v, []]));
+  const cpu = new Map<string, number[]>(entries.map((e) => [e.label, []]));
   let bad = 0;
   for (let round = 0; round < rounds; round++) {
-    for (const variant of round % 2 ? [...variants].reverse() : variants) {
-      const child = proxies.get(variant)!;
+    for (const { label, child } of round % 2 ? [...entries].reverse() : entries) {
       const before = await child.usage();
-      const sample = await load(variant, seconds);
+      const sample = await load(child, seconds);
       const after = await child.usage();
       // On the error path every answer is a 5xx; a 2xx there, or a broken connection anywhere, is a fault.
       bad += (scenario.deadUpstream ? sample.requests - sample.non2xx : sample.non2xx) + sample.errors + sample.timeouts;
-      cpu.get(variant)!.push((after.cpuMicros - before.cpuMicros) / sample.requests);
+      cpu.get(label)!.push((after.cpuMicros - before.cpuMicros) / sample.requests);
     }
-    process.stderr.write(`round ${round + 1}/${rounds}: ${variants.map((v) => `${v} ${cpu.get(v)!.at(-1)!.toFixed(0)}`).join(', ')} µs/req\n`);
+    process.stderr.write(`round ${round + 1}/${rounds}: ${entries.map(({ label }) => `${label} ${cpu.get(label)!.at(-1)!.toFixed(0)}`).join(', ')} µs/req\n`);
   }
   await proxies.stop();
+  await control?.stop();
 
-  const [reference] = variants as [Variant, ...Variant[]];
   const lines = [`## Paired CPU per request, ${scenario.title}${connections === scenario.connections ? '' : `, at ${connections} connections`}: ${rounds} rounds of ${seconds} s windows, ${pinning.pinned ? 'pinned' : 'unpinned'}`, '', `| variant | median µs/req | ${reference} ÷ this, median of paired rounds | quartiles |`, '| --- | ---: | ---: | ---: |'];
-  for (const variant of variants) {
-    const ratios = cpu.get(reference)!.map((ref, i) => ref / cpu.get(variant)![i]!);
-    lines.push(`| ${variant} | ${median(cpu.get(variant)!)!.toFixed(1)} | ${median(ratios)!.toFixed(3)}x | ${quartile(ratios, 0.25).toFixed(3)}-${quartile(ratios, 0.75).toFixed(3)}x |`);
+  for (const { label } of entries) {
+    const ratios = cpu.get(reference)!.map((ref, i) => ref / cpu.get(label)![i]!);
+    lines.push(`| ${label} | ${median(cpu.get(label)!)!.toFixed(1)} | ${median(ratios)!.toFixed(3)}x | ${quartile(ratios, 0.25).toFixed(3)}-${quartile(ratios, 0.75).toFixed(3)}x |`);
   }
   lines.push('', `${scenario.deadUpstream ? '2xx' : 'non-2xx'}, errors and timeouts over all windows: ${bad}`);
   process.stdout.write(`${lines.join('\n')}\n`);
