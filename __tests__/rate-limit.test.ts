@@ -153,6 +153,32 @@ describe.each(EXPRESS_VERSIONS)('rate limit, express-rate-limit options passed o
     expect((await get(skipping, '/')).status).toBe(429);
   });
 
+  it('the counts go on req.rateLimit (or requestPropertyName) on every request, as express-rate-limit puts them', async () => {
+    // What an error handler behind the proxy (onError: 'next') reads on each refused request.
+    for (const [rateLimit, property] of [[{ limit: 2 }, 'rateLimit'], [{ limit: 2, requestPropertyName: 'quota' }, 'quota']] as const) {
+      const seen: unknown[] = [];
+      const app = express();
+      app.use(PREFIX, createProxy({ routes: { 'a.localhost': upstream.url }, rateLimit, logger, onError: 'next' }));
+      app.use((err: { status: number }, req: http.IncomingMessage, res: http.ServerResponse, _next: unknown) => {
+        const info = (req as unknown as Record<string, { current?: unknown }>)[property];
+        seen.push({ ...info, current: info?.current, enumerable: Object.keys(info ?? {}) });
+        res.statusCode = err.status;
+        res.end();
+      });
+      const server = http.createServer(app);
+      const running = await listen(server);
+      apps.push(Object.assign(running, { server }));
+      const statuses = [];
+      for (let i = 0; i < 4; i++) statuses.push((await request(server).get(`${PREFIX}/`).set('Host', 'a.localhost')).status);
+      expect(statuses).toEqual([200, 200, 429, 429]);
+      const keys = ['limit', 'used', 'remaining', 'resetTime', 'key'];
+      expect(seen).toEqual([
+        { limit: 2, used: 3, remaining: 0, resetTime: expect.any(Date), key: '127.0.0.1', current: 3, enumerable: keys },
+        { limit: 2, used: 4, remaining: 0, resetTime: expect.any(Date), key: '127.0.0.1', current: 4, enumerable: keys },
+      ]);
+    }
+  });
+
   it('requestPropertyName: the counts go on that property, and the 429 still logs the key', async () => {
     const seen: Array<{ quota: unknown; rateLimit: unknown }> = [];
     const app = await start({
