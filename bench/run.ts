@@ -1,7 +1,7 @@
 // The bench orchestrator: `npm run bench` (full) or `npm run bench:quick`.
 // Starts the upstream, runs every scenario against every variant, prints the
 // report to stdout (progress goes to stderr) and writes bench/results/.
-import { mkdirSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -9,13 +9,13 @@ import { removeChildLogs, summarizeChildLogs } from './child-logs.ts';
 import { closedPort } from './closed-port.ts';
 import { startChild, stopAllChildren } from './ipc/parent.ts';
 import { measureLoad, measureTransfer, type Context } from './measure.ts';
+import { writeResult } from './results-file.ts';
 import { checkAffinity, describePinning, setUpPinning } from './pinning.ts';
 import { anomalies, fullReport } from './report.ts';
 import { ON_REQUEST, VARIANTS, type RunResult, type Variant } from './results.ts';
 import { SCENARIOS, SETTINGS } from './scenarios.ts';
 import { evaluateTargets } from './targets.ts';
 
-const RESULTS_DIR = new URL('./results/', import.meta.url);
 /** Share of all cores busy, before the bench starts anything, above which the numbers are suspect. */
 const BUSY_SHARE = 0.25;
 /** Set while a run is on, for the signal handlers: main's finally does not run after process.exit. */
@@ -52,15 +52,6 @@ async function cpuBusyShare(): Promise<number> {
   const after = total();
   const all = after.all - before.all;
   return all > 0 ? 1 - (after.idle - before.idle) / all : 0;
-}
-
-function writeAtomically(name: string, text: string): string {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const path = new URL(name, RESULTS_DIR);
-  const tmp = new URL(`${name}.tmp`, RESULTS_DIR);
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-  return path.pathname;
 }
 
 async function main(): Promise<void> {
@@ -155,8 +146,8 @@ async function main(): Promise<void> {
   process.stdout.write(`${report}\n`);
   if (!filtered) {
     const base = settings.mode === 'quick' ? 'quick' : 'latest';
-    writeAtomically(`${base}.json`, `${JSON.stringify({ ...run, targets: checks, anomalies: anomalies(run) }, null, 2)}\n`);
-    const md = writeAtomically(`${base}.md`, report);
+    writeResult(`${base}.json`, `${JSON.stringify({ ...run, targets: checks, anomalies: anomalies(run) }, null, 2)}\n`);
+    const md = writeResult(`${base}.md`, report);
     progress(`results written to ${md.replace(/\.md$/, '.{json,md}')}`);
   }
 }

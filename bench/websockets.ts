@@ -6,18 +6,18 @@
 // heap after full collections, the client opens `count` WebSockets and leaves
 // them idle, and the proxy measures again. The difference over `count` is
 // what one open WebSocket keeps in the proxy.
-import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkAffinity, setUpPinning, type Pinning } from './pinning.ts';
+import { writeResult } from './results-file.ts';
 import { HOST } from './scenarios.ts';
 import { FD_RESERVE, FDS_PER_WEBSOCKET, hardFileLimit, maxWebSockets } from './websockets/fd-limit.ts';
 import type { MemorySample } from './websockets/messages.ts';
 import { startChild, stopAllChildren, type Child } from './websockets/parent.ts';
 import { isWebSocketVariant, WEBSOCKET_LABELS, WEBSOCKET_VARIANTS, type WebSocketVariant } from './websockets/variants.ts';
 
-const RESULTS_DIR = new URL('./results/', import.meta.url);
 /** Opened and closed before the baseline, so lazily loaded modules, JIT code and pools first made for a WebSocket are not billed to each one. */
 const WARM_UP = 100;
 const DEFAULT_COUNTS = '3000,max';
@@ -192,15 +192,6 @@ function report(rows: Row[], hardLimit: number, max: number, pinning: Pinning): 
   return `${lines.join('\n')}\n`;
 }
 
-function writeAtomically(name: string, text: string): string {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const path = new URL(name, RESULTS_DIR);
-  const tmp = new URL(`${name}.tmp`, RESULTS_DIR);
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-  return path.pathname;
-}
-
 async function main(): Promise<void> {
   const hardLimit = hardFileLimit();
   const max = maxWebSockets(hardLimit);
@@ -245,8 +236,8 @@ async function main(): Promise<void> {
   const text = report(rows, hardLimit, max, pinning);
   process.stdout.write(text);
   if (!filtered) {
-    writeAtomically('websockets.json', `${JSON.stringify({ date: new Date().toISOString(), node: process.version, hardLimit, max, pinning, rows }, null, 2)}\n`);
-    progress(`results written to ${writeAtomically('websockets.md', text).replace(/\.md$/, '.{json,md}')}`);
+    writeResult('websockets.json', `${JSON.stringify({ date: new Date().toISOString(), node: process.version, hardLimit, max, pinning, rows }, null, 2)}\n`);
+    progress(`results written to ${writeResult('websockets.md', text).replace(/\.md$/, '.{json,md}')}`);
   }
 }
 
