@@ -167,11 +167,12 @@ export interface ProxyOptions<Req extends IncomingMessage = ProxyRequest> {
    */
   transformResponse?: TransformResponseOptions<Req> | false;
   /**
-   * The same upstream failure (host, upstream, code, cause) again within this
-   * many ms is counted, not logged: the first is logged in full, and one record
-   * with `folded: N` closes the window. Warn records only (unreachable, timed
-   * out, broken upstreams); metrics count every failure. Default 1000; `false`
-   * logs every failure.
+   * The same upstream failure (host, upstream, code, cause; for anything but a
+   * failed connect also method and path) again within this many ms is counted,
+   * not logged: the first is logged in full, and one record with `folded: N`
+   * closes the window. Warn records only (unreachable, timed out, broken
+   * upstreams); metrics count every failure. Default 1000; `false` logs every
+   * failure.
    */
   foldRepeatedFailures?: number | false;
 }

@@ -39,11 +39,12 @@ interface Fold {
  * in storms: a dead sandbox whose clients retry fails a thousand times a
  * second, and one record each costs the proxy a tenth of its CPU and the
  * platform its log budget. The first failure of a kind (host, upstream, code,
- * cause, and unless the connect failed, method and path) is logged in full as always; the same failure again within
- * `windowMs` is only counted, and one record with that count (`folded`) closes
- * the window. Metrics still count every failure. Info, debug and error
- * records, failures before an upstream was chosen (a route lookup that timed
- * out) and failures after a response began are never folded.
+ * cause, and unless the connect failed, method and path) is logged in full as
+ * always; the same failure again within `windowMs` is only counted, and one
+ * record with that count (`folded`) closes the window. Metrics still count
+ * every failure. Info, debug and error records, failures before an upstream
+ * was chosen (a route lookup that timed out) and failures after a response
+ * began are never folded.
  */
 export function createFailureLog(logger: Logger, windowMs: number | false): FailureLog {
   if (windowMs === false) return { record: (error, req, exchange, extra) => logProxyError(logger, error, req, exchange, extra), flush() {} };

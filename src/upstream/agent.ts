@@ -27,9 +27,9 @@ export interface UpstreamAgents {
    * socket and Node sends `Connection: close` where it would, exactly as with
    * `agent: false`. Not `agent: false` itself: for that Node makes a new Agent
    * per request (its lists, listeners and options: 1.2 KiB of heap per open
-   * WebSocket in bench:websockets), and an
-   * upgrade's request, and with it that Agent, stays reachable for as long as
-   * its WebSocket is open (httpxy's listeners on the sockets hold it).
+   * WebSocket in bench:websockets), and an upgrade's request, and with it that
+   * Agent, stays reachable for as long as its WebSocket is open (httpxy's
+   * listeners on the sockets hold it).
    */
   freshAgentFor(upstream: URL): http.Agent;
   /** Destroys every pool the proxy made; never one the user passed. */
