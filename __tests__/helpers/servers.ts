@@ -50,11 +50,27 @@ export async function startUpstream(handler: RequestListener): Promise<Upstream>
   return Object.assign(upstream, await listen(server));
 }
 
-/** A port on which nothing listens: bound, read, then released. */
+// Below the kernel's ephemeral range (32768-60999 on Linux, 49152 and up on
+// macOS and Windows). A port that listen(0) gave and we let go is soon given to
+// the next listen(0), a server of another test file running beside this one:
+// the "closed" port then answers (a 404 where a 502 was expected). Ports down
+// here are never given out by the kernel, to a listen(0) or a connection.
+const QUIET_PORTS = { from: 20_000, to: 32_767 };
+
+/** A port on which nothing listens: one nobody holds, bound once to be sure, then released. */
 export async function closedPort(): Promise<number> {
-  const running = await listen(net.createServer());
-  await running.close();
-  return running.port;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = QUIET_PORTS.from + Math.floor(Math.random() * (QUIET_PORTS.to - QUIET_PORTS.from + 1));
+    const server = net.createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    return port;
+  }
+  throw new Error(`no free port from ${QUIET_PORTS.from} to ${QUIET_PORTS.to} in 50 tries`);
 }
 
 /** A raw TCP server: `onConnection` decides what bytes (if any) the peer gets. */
