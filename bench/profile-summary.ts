@@ -122,12 +122,13 @@ function section(heading: string, rows: Ranked[]): string[] {
   ];
 }
 
-export function formatProfile(title: string, summary: ProfileSummary, requests: number): string {
+/** `units`: what the profiled run did, counted (`{ count: 80000, name: 'request', plural: 'requests' }`, or MiB of a transfer). */
+export function formatProfile(title: string, summary: ProfileSummary, units: { count: number; name: string; plural: string }): string {
   const busyMs = summary.totalMs - summary.idleMs;
   return [
     `#### ${title}`,
     '',
-    `${summary.totalMs.toFixed(0)} ms sampled, ${busyMs.toFixed(0)} ms busy, ${requests} requests: ${((busyMs * 1000) / requests).toFixed(1)} µs CPU per request.`,
+    `${summary.totalMs.toFixed(0)} ms sampled, ${busyMs.toFixed(0)} ms busy, ${units.count} ${units.plural}: ${((busyMs * 1000) / units.count).toFixed(1)} µs CPU per ${units.name}.`,
     '',
     ...section('self time by origin', summary.selfOrigins),
     ...section('time by nearest non-core frame (what caused the node:* work)', summary.attributedOrigins),
