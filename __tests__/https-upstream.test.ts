@@ -1,13 +1,11 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { createProxy, type HonestProxy, type ProxyOptions } from '../src/index.ts';
 import { captureLogs } from './helpers/logs.ts';
+import { get as getWithHost } from './helpers/route-lookup.ts';
 import { listen, type Running } from './helpers/servers.ts';
+import { makePki, startTlsUpstream, type Pki, type TlsUpstream } from './helpers/tls.ts';
 
 /**
  * HTTPS upstreams over real TLS: a CA and leaf certificates made with openssl
@@ -15,69 +13,18 @@ import { listen, type Running } from './helpers/servers.ts';
  */
 
 const HOST = 'app.localhost';
-
-interface Pki {
-  ca: string;
-  /** Signed by `ca`, for 127.0.0.1. */
-  leaf: { key: string; cert: string };
-  /** Signed by nobody but itself, for 127.0.0.1. */
-  selfSigned: { key: string; cert: string };
-}
-
-function makePki(): Pki {
-  const dir = mkdtempSync(path.join(tmpdir(), 'honest-proxy-pki-'));
-  const at = (name: string) => path.join(dir, name);
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  try {
-    openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', at('ca.key'), '-out', at('ca.pem'), '-days', '2', '-subj', '/CN=honest-proxy test CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', at('leaf.key'), '-out', at('leaf.csr'), '-subj', '/CN=127.0.0.1');
-    writeFileSync(at('leaf.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
-    openssl('x509', '-req', '-in', at('leaf.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial', '-out', at('leaf.pem'), '-days', '2', '-extfile', at('leaf.ext'));
-    openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', at('self.key'), '-out', at('self.pem'), '-days', '2', '-subj', '/CN=127.0.0.1',
-      '-addext', 'subjectAltName=IP:127.0.0.1');
-    const read = (name: string) => readFileSync(at(name), 'utf8');
-    return { ca: read('ca.pem'), leaf: { key: read('leaf.key'), cert: read('leaf.pem') }, selfSigned: { key: read('self.key'), cert: read('self.pem') } };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-async function startTlsUpstream(credentials: { key: string; cert: string }): Promise<Running & { connections: () => number; open: () => number }> {
-  const server = https.createServer(credentials, (req, res) => res.end(`tls ${req.url}`));
-  let connections = 0;
-  let open = 0;
-  server.on('secureConnection', (socket: Socket) => {
-    connections++;
-    open++;
-    socket.once('close', () => open--);
-  });
-  const running = await listen(server as unknown as http.Server);
-  return Object.assign(running, { url: `https://127.0.0.1:${running.port}`, connections: () => connections, open: () => open });
-}
-
-function get(port: number, requestPath: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: requestPath, agent: false, headers: { host: HOST } }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
-    });
-    req.on('error', reject);
-  });
-}
+const get = (port: number, requestPath: string) => getWithHost(port, HOST, requestPath);
 
 describe('HTTPS upstreams', () => {
   let pki: Pki;
-  let trusted: Awaited<ReturnType<typeof startTlsUpstream>>;
-  let selfSigned: Awaited<ReturnType<typeof startTlsUpstream>>;
+  let trusted: TlsUpstream;
+  let selfSigned: TlsUpstream;
   const fronts: Array<{ running: Running; proxy: HonestProxy }> = [];
 
   beforeAll(async () => {
     pki = makePki();
     trusted = await startTlsUpstream(pki.leaf);
-    selfSigned = await startTlsUpstream(pki.selfSigned);
+    selfSigned = await startTlsUpstream(pki.selfA);
   });
 
   afterAll(async () => {
