@@ -67,14 +67,24 @@ export interface ExchangeFields {
   upstream: URL | undefined;
 }
 
-/** The fields every record about one request carries. The query string is left out: it may hold tokens. */
-export function requestFields(req: IncomingMessage, exchange: ExchangeFields): Record<string, unknown> {
+/** The path a record names: the one the client sent (mount included), without the query string, which may hold tokens. */
+export function requestPath(req: IncomingMessage): string {
   const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '';
   const queryStart = url.indexOf('?');
+  return queryStart === -1 ? url : url.slice(0, queryStart);
+}
+
+/** The host a record names: the routing key once the request was found well-formed. */
+export function requestHost(req: IncomingMessage, exchange: ExchangeFields): string | undefined {
+  return exchange.target?.host ?? req.headers.host;
+}
+
+/** The fields every record about one request carries. */
+export function requestFields(req: IncomingMessage, exchange: ExchangeFields): Record<string, unknown> {
   return {
     method: req.method,
-    host: exchange.target?.host ?? req.headers.host,
-    path: queryStart === -1 ? url : url.slice(0, queryStart),
+    host: requestHost(req, exchange),
+    path: requestPath(req),
     requestId: exchange.requestId,
     ...(exchange.upstream !== undefined && { upstream: upstreamId(exchange.upstream) }),
   };

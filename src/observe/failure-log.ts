@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import type { ProxyError } from '../errors.ts';
-import { describeCause, failureLevel, logProxyError, requestFields, type ExchangeFields, type Logger } from '../logging.ts';
+import { describeCause, failureLevel, logProxyError, requestHost, requestPath, type ExchangeFields, type Logger } from '../logging.ts';
 import { fail, MAX_TIMER_MS, show } from '../option-checks.ts';
+import { upstreamId } from '../upstream/address.ts';
 import { isConnectFailure } from '../upstream/connect-retry.ts';
 
 /** The record of each failure the proxy answers, through `logger`. */
@@ -73,11 +74,13 @@ export function createFailureLog(logger: Logger, windowMs: number | false): Fail
         logProxyError(logger, error, req, exchange, extra);
         return;
       }
-      const { method, path, host, upstream } = requestFields(req, exchange);
+      const host = requestHost(req, exchange);
+      const upstream = upstreamId(exchange.upstream);
       // A refused connect is the same failure whatever was asked; a timeout or a broken response may be one endpoint's.
-      const where = isConnectFailure(error) || isConnectFailure(error.cause) ? { host, upstream } : { method, path, host, upstream };
+      const anyRequest = isConnectFailure(error) || isConnectFailure(error.cause);
+      const path = anyRequest ? undefined : requestPath(req);
       const causeCode = (error.cause as { code?: unknown } | undefined)?.code;
-      const key = `${error.code} ${error.proxyStatus} ${String(causeCode)} ${Object.values(where).join(' ')}`;
+      const key = `${error.code} ${error.proxyStatus} ${String(causeCode)} ${host} ${upstream}${anyRequest ? '' : ` ${req.method} ${path}`}`;
       const fold = folds.get(key);
       if (fold) {
         fold.folded++;
@@ -86,7 +89,8 @@ export function createFailureLog(logger: Logger, windowMs: number | false): Fail
       logProxyError(logger, error, req, exchange);
       if (folds.size >= MAX_FOLDS) return;
       const timer = setTimeout(() => close(key, opened), windowMs).unref();
-      const opened: Fold = { folded: 0, first: error, fields: where, timer };
+      const fields = anyRequest ? { host, upstream } : { method: req.method, path, host, upstream };
+      const opened: Fold = { folded: 0, first: error, fields, timer };
       folds.set(key, opened);
     },
     flush() {
