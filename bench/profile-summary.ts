@@ -122,8 +122,14 @@ function section(heading: string, rows: Ranked[]): string[] {
   ];
 }
 
-/** `units`: what the profiled run did, counted (`{ count: 80000, name: 'request', plural: 'requests' }`, or MiB of a transfer). */
-export function formatProfile(title: string, summary: ProfileSummary, units: { count: number; name: string; plural: string }): string {
+/** What a profiled run did, counted: `{ count: 80000, name: 'request', plural: 'requests' }`, or the MiB of transfers. */
+export interface Units {
+  count: number;
+  name: string;
+  plural: string;
+}
+
+export function formatProfile(title: string, summary: ProfileSummary, units: Units): string {
   const busyMs = summary.totalMs - summary.idleMs;
   return [
     `#### ${title}`,

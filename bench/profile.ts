@@ -14,7 +14,7 @@ import { describePinning, setUpPinning } from './pinning.ts';
 import { startProxies } from './proxies.ts';
 import { VARIANTS, type Variant } from './results.ts';
 import { HOST, SCENARIOS, type LoadScenario, type TransferScenario } from './scenarios.ts';
-import { formatProfile, summarizeProfile } from './profile-summary.ts';
+import { formatProfile, summarizeProfile, type Units } from './profile-summary.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -39,7 +39,7 @@ if (scenario.kind === 'load' && !(Number.isInteger(connections) && connections >
 if (scenario.kind === 'transfer' && flags.connections !== undefined) throw new Error(`--connections is for load scenarios; ${scenario.id} moves ${scenario.concurrency} transfer(s) at a time`);
 
 /** Load for `seconds`: the requests it made. */
-async function profileLoad(load: LoadScenario, port: number): Promise<{ count: number; name: string; plural: string }> {
+async function profileLoad(load: LoadScenario, port: number): Promise<Units> {
   const body = load.bodyBytes ? Buffer.alloc(load.bodyBytes, 'p') : undefined;
   const request = { port, host: HOST, method: load.method, path: load.path, body, connections };
   // The profile covers warm-up too; a long measured run keeps startup a small share.
@@ -50,7 +50,7 @@ async function profileLoad(load: LoadScenario, port: number): Promise<{ count: n
 }
 
 /** Transfers one after another for `seconds`: the MiB they moved. */
-async function profileTransfers(transfer: TransferScenario, port: number): Promise<{ count: number; name: string; plural: string }> {
+async function profileTransfers(transfer: TransferScenario, port: number): Promise<Units> {
   const request = { port, host: HOST, direction: transfer.direction, bytes: transfer.bytes, concurrency: transfer.concurrency, timeoutMs: 60_000 };
   let mib = 0;
   let busySeconds = 0;
@@ -67,7 +67,7 @@ async function profileTransfers(transfer: TransferScenario, port: number): Promi
 // Pinned as the measuring runs are: an unpinned proxy shares a core with the
 // load and the upstream, which changes how much work each event-loop turn batches.
 const pinning = setUpPinning(flags['no-pin']);
-let units = { count: 0, name: 'request', plural: 'requests' };
+let units: Units = { count: 0, name: 'request', plural: 'requests' };
 const dir = mkdtempSync(join(os.tmpdir(), 'honest-proxy-profile-'));
 try {
   const upstream = await startChild({ name: 'upstream', script: new URL('./upstream.ts', import.meta.url), args: [], logFile: join(dir, 'upstream.log'), cpus: pinning.pinned ? pinning.otherCpus : undefined });
